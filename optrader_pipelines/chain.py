@@ -1,0 +1,116 @@
+"""The option-chain schema every market source produces, and the drop log loaders keep.
+
+One row per contract per quote date. Dates are ``datetime64[ns]`` (midnight, no time zone).
+``rate`` and ``dividend_yield`` are continuously compounded annual rates; ``forward`` is the
+vendor's forward price for the expiry when the source has one (NaN otherwise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+CHAIN_COLUMNS: dict[str, str] = {
+    "quote_date": "datetime64[ns]",
+    "underlying": "object",
+    "root": "object",
+    "option_symbol": "object",
+    "expiration": "datetime64[ns]",
+    "strike": "float64",
+    "option_type": "object",  # "C" or "P"
+    "exercise_style": "object",  # "A" (American) or "E" (European)
+    "settlement": "object",  # "cash" or "physical"
+    "bid": "float64",
+    "ask": "float64",
+    "last": "float64",
+    "volume": "int64",
+    "open_interest": "int64",
+    "underlying_price": "float64",
+    "forward": "float64",
+    "rate": "float64",
+    "dividend_yield": "float64",
+    "multiplier": "int64",
+    "vendor_iv": "float64",
+    "vendor_delta": "float64",
+    "source": "object",
+}
+
+CHAIN_KEY = ["quote_date", "underlying", "root", "expiration", "strike", "option_type"]
+
+
+class ChainError(ValueError):
+    """A chain source could not be read; the message names the file, row or symbol."""
+
+
+def occ_symbol(root: str, expiration: pd.Timestamp, option_type: str, strike: float) -> str:
+    """OCC option symbol: root padded to 6, yymmdd, C/P, strike x1000 in 8 digits."""
+    return f"{root:<6}{expiration:%y%m%d}{option_type}{int(round(strike * 1000)):08d}"
+
+
+def empty_chain() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in CHAIN_COLUMNS.items()})
+
+
+def conform(df: pd.DataFrame) -> pd.DataFrame:
+    """Order and type the chain columns (missing optional columns become NaN)."""
+    out = pd.DataFrame(index=df.index)
+    for col, dtype in CHAIN_COLUMNS.items():
+        if col in df:
+            out[col] = df[col]
+        elif col in ("forward", "last", "vendor_iv", "vendor_delta"):
+            out[col] = np.nan
+        else:
+            raise ChainError(f"chain is missing required column {col!r}")
+    for col in ("quote_date", "expiration"):
+        out[col] = pd.to_datetime(out[col]).astype("datetime64[ns]")
+    for col in ("volume", "open_interest", "multiplier"):
+        out[col] = out[col].astype("int64")
+    for col, dtype in CHAIN_COLUMNS.items():
+        if dtype == "float64":
+            out[col] = out[col].astype("float64")
+    return out.reset_index(drop=True)
+
+
+@dataclass
+class DropLog:
+    """Rows a loader removed, counted by file and reason: recorded, never silent."""
+
+    rows: list[dict] = field(default_factory=list)
+
+    def add(self, source: str, reason: str, count: int, example: str = "") -> None:
+        if count:
+            self.rows.append({"source": source, "reason": reason, "count": int(count), "example": example})
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["source", "reason", "count", "example"])
+
+    @property
+    def total(self) -> int:
+        return sum(r["count"] for r in self.rows)
+
+
+def drop_bad_quotes(df: pd.DataFrame, drops: DropLog, source: str) -> pd.DataFrame:
+    """Remove rows whose quotes cannot be priced, recording each reason with its count.
+
+    Reasons: non-finite bid/ask/strike/underlying price, negative quotes, crossed market
+    (bid > ask), no quote at all (bid = ask = 0), expiration not after the quote date.
+    """
+    checks = [
+        ("non-finite bid, ask, strike or underlying price",
+         ~np.isfinite(df[["bid", "ask", "strike", "underlying_price"]].to_numpy(dtype="float64")).all(axis=1)),
+        ("negative bid or ask", (df["bid"] < 0) | (df["ask"] < 0)),
+        ("non-positive strike or underlying price", (df["strike"] <= 0) | (df["underlying_price"] <= 0)),
+        ("crossed quote (bid > ask)", df["bid"] > df["ask"]),
+        ("zero quote (bid = ask = 0)", (df["bid"] == 0) & (df["ask"] == 0)),
+        ("expiration not after quote date", df["expiration"] <= df["quote_date"]),
+    ]
+    keep = np.ones(len(df), dtype=bool)
+    for reason, bad in checks:
+        bad = np.asarray(bad, dtype=bool) & keep
+        if bad.any():
+            first = df.index[bad][0]
+            drops.add(source, reason, int(bad.sum()), example=f"row {first}")
+        keep &= ~bad
+    return df[keep]

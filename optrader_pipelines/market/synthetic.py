@@ -1,0 +1,312 @@
+"""A deterministic synthetic option market: same seed and date, same chain, no network.
+
+Underlyings follow a log-price process around a drifting trend (mean-reverting deviation) with
+a market-wide two-state volatility regime (calm/stressed Markov chain), market and idiosyncratic
+Gaussian shocks, and Poisson jumps. Paths are generated in fixed chunks of trading days from
+per-(seed, symbol, chunk) random streams, so extending the calendar never changes a past day.
+
+Implied volatility surface per day: ATM level from the regime plus a variance premium, a term
+structure that is upward sloping when calm and inverted when stressed, and a smile with
+negative skew and curvature in standardized moneyness. Quotes are BSM prices (indexes are
+European and cash settled; equities and ETFs American and physically settled, quoted no lower
+than intrinsic) with bid/ask spreads that widen away from the money and at low prices, ticks of
+0.01 (penny names) or 0.05, and volume/open interest that peak at the money.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from .. import calendar as cal
+from ..chain import DropLog, conform, occ_symbol
+from ..pricing import bsm_price_numpy
+from . import ChainLoad, MarketSource
+
+
+@dataclass(frozen=True)
+class Underlying:
+    symbol: str
+    price_2026: float  # trend level on 2026-01-02
+    vol: float  # base annual volatility (calm regime)
+    beta: float
+    dividend_yield: float
+    index: bool = False  # European, cash-settled
+    penny: bool = False  # 0.01 ticks
+    weeklies: bool = True
+    liquidity: float = 1.0
+    roots: tuple[str, ...] = ()
+
+
+DEFAULT_UNIVERSE: tuple[Underlying, ...] = (
+    Underlying("SPX", 5900.0, 0.15, 1.0, 0.013, index=True, liquidity=3.0, roots=("SPXW",)),
+    Underlying("NDX", 21000.0, 0.19, 1.2, 0.007, index=True, liquidity=1.0, roots=("NDXP",)),
+    Underlying("RUT", 2250.0, 0.21, 1.2, 0.012, index=True, liquidity=1.0, roots=("RUTW",)),
+    Underlying("SPY", 590.0, 0.15, 1.0, 0.013, penny=True, liquidity=4.0),
+    Underlying("QQQ", 510.0, 0.19, 1.2, 0.006, penny=True, liquidity=3.0),
+    Underlying("IWM", 225.0, 0.21, 1.2, 0.012, penny=True, liquidity=2.5),
+    Underlying("DIA", 430.0, 0.14, 0.9, 0.016, penny=True, liquidity=0.6),
+    Underlying("TLT", 90.0, 0.14, -0.2, 0.040, penny=True, liquidity=1.2),
+    Underlying("GLD", 240.0, 0.15, 0.1, 0.0, penny=True, liquidity=1.0),
+    Underlying("XLF", 48.0, 0.18, 1.1, 0.015, penny=True, liquidity=1.0),
+    Underlying("EEM", 44.0, 0.19, 0.9, 0.022, penny=True, liquidity=1.0),
+    Underlying("AAPL", 235.0, 0.26, 1.1, 0.004, penny=True, liquidity=2.5),
+    Underlying("MSFT", 430.0, 0.24, 1.0, 0.007, penny=True, liquidity=1.8),
+    Underlying("NVDA", 140.0, 0.48, 1.7, 0.0003, penny=True, liquidity=3.0),
+    Underlying("AMZN", 210.0, 0.32, 1.3, 0.0, penny=True, liquidity=2.0),
+    Underlying("META", 600.0, 0.35, 1.3, 0.0035, penny=True, liquidity=1.5),
+    Underlying("GOOGL", 185.0, 0.30, 1.1, 0.0045, penny=True, liquidity=1.5),
+    Underlying("TSLA", 330.0, 0.60, 1.8, 0.0, penny=True, liquidity=3.0),
+    Underlying("AMD", 130.0, 0.50, 1.6, 0.0, penny=True, liquidity=1.5),
+    Underlying("JPM", 240.0, 0.23, 1.0, 0.021, penny=True, liquidity=1.0),
+)
+_BY_SYMBOL = {u.symbol: u for u in DEFAULT_UNIVERSE}
+
+_CHUNK = 512  # trading days per random stream
+_ANCHOR = dt.date(2026, 1, 2)
+_CALM, _STRESS = 0, 1
+_P_TO_STRESS, _P_TO_CALM = 0.012, 0.06
+_STRESS_MULT = 2.3
+_KAPPA = 0.6  # mean reversion of the log-price deviation, per year
+_MARKET_RHO = 0.6
+_JUMP_RATE, _JUMP_MEAN, _JUMP_SD = 1.5 / 252, -0.035, 0.045
+
+
+def underlying_for(symbol: str) -> Underlying:
+    """Known symbols have hand-set parameters; any other symbol gets stable generated ones."""
+    if symbol in _BY_SYMBOL:
+        return _BY_SYMBOL[symbol]
+    h = zlib.crc32(symbol.encode())
+    rng = np.random.default_rng(h)
+    return Underlying(
+        symbol,
+        price_2026=float(np.round(rng.uniform(15, 400), 2)),
+        vol=float(rng.uniform(0.2, 0.6)),
+        beta=float(rng.uniform(0.6, 1.6)),
+        dividend_yield=float(np.round(rng.choice([0.0, rng.uniform(0.0, 0.035)]), 4)),
+        penny=bool(rng.random() < 0.5),
+        liquidity=float(rng.uniform(0.3, 1.5)),
+    )
+
+
+def risk_free_rate(day: dt.date) -> float:
+    """A smooth deterministic short rate between 0.25% and 5.25%."""
+    years = (day - dt.date(2005, 1, 3)).days / 365.25
+    return float(0.0275 + 0.025 * np.sin(2 * np.pi * (years - 2.0) / 11.0))
+
+
+def _rng(seed: int, name: str, chunk: int) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(name.encode()), chunk])
+
+
+@lru_cache(maxsize=8)
+def _sessions(last_chunk: int) -> tuple[dt.date, ...]:
+    end = cal.FIRST_SESSION + dt.timedelta(days=int((last_chunk + 1) * _CHUNK * 1.5) + 10)
+    return tuple(cal.trading_days(cal.FIRST_SESSION, end))
+
+
+def _session_index(day: dt.date) -> int:
+    days = _sessions(max(0, (day - cal.FIRST_SESSION).days // 700))
+    idx = int(np.searchsorted(np.array(days, dtype="datetime64[D]"), np.datetime64(day)))
+    if idx >= len(days) or days[idx] != day:
+        raise cal.NotATradingDay(f"{day.isoformat()} is not an NYSE trading day")
+    return idx
+
+
+@lru_cache(maxsize=64)
+def _market_chunk(seed: int, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Market regime (per day), market shock z, market jump size for one chunk of days."""
+    rng = _rng(seed, "__market__", chunk)
+    u = rng.random(_CHUNK)
+    z = rng.standard_normal(_CHUNK)
+    jumps = np.where(rng.random(_CHUNK) < _JUMP_RATE, rng.normal(_JUMP_MEAN, _JUMP_SD, _CHUNK), 0.0)
+    return u, z, jumps
+
+
+@lru_cache(maxsize=16)
+def _market_path(seed: int, n_chunks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    parts = [_market_chunk(seed, c) for c in range(n_chunks)]
+    u = np.concatenate([p[0] for p in parts])
+    z = np.concatenate([p[1] for p in parts])
+    jumps = np.concatenate([p[2] for p in parts])
+    regime = np.empty(len(u), dtype=np.int8)
+    state = _CALM
+    for i, ui in enumerate(u):  # Markov chain, deterministic given u
+        if state == _CALM and ui < _P_TO_STRESS:
+            state = _STRESS
+        elif state == _STRESS and ui < _P_TO_CALM:
+            state = _CALM
+        regime[i] = state
+    return regime, z, jumps
+
+
+@lru_cache(maxsize=512)
+def _price_path(seed: int, symbol: str, n_chunks: int) -> np.ndarray:
+    """Closing prices for every session of ``n_chunks`` chunks."""
+    und = underlying_for(symbol)
+    regime, zm, jm = _market_path(seed, n_chunks)
+    zi = np.concatenate([_rng(seed, symbol, c).standard_normal(_CHUNK) for c in range(n_chunks)])
+    ji = np.concatenate([
+        np.where(r.random(_CHUNK) < _JUMP_RATE * 0.5, r.normal(0.0, 0.06, _CHUNK), 0.0)
+        for r in (_rng(seed, symbol + "#jump", c) for c in range(n_chunks))
+    ])
+    dt_ = 1.0 / 252
+    vol = und.vol * np.where(regime == _STRESS, _STRESS_MULT, 1.0)
+    rho = _MARKET_RHO if und.beta > 0 else -0.3
+    shock = rho * zm + np.sqrt(1 - rho**2) * zi
+    jumps = und.beta * jm + (0.0 if und.index else ji)
+    dev = np.empty(len(shock))
+    x = 0.0
+    decay = np.exp(-_KAPPA * dt_)
+    for i in range(len(shock)):
+        x = x * decay + vol[i] * np.sqrt(dt_) * shock[i] + jumps[i]
+        dev[i] = x
+    days = _sessions(n_chunks - 1)[: len(dev)]
+    years = np.array([(d - _ANCHOR).days / 365.25 for d in days])
+    drift = 0.07 if und.beta > 0.3 else 0.02
+    return und.price_2026 * np.exp(drift * years + dev)
+
+
+def _n_chunks_for(idx: int) -> int:
+    return idx // _CHUNK + 1
+
+
+def regime_on(seed: int, day: dt.date) -> int:
+    idx = _session_index(day)
+    regime, _, _ = _market_path(seed, _n_chunks_for(idx))
+    return int(regime[idx])
+
+
+def spot_on(seed: int, symbol: str, day: dt.date) -> float:
+    idx = _session_index(day)
+    return float(_price_path(seed, symbol, _n_chunks_for(idx))[idx])
+
+
+def expirations(day: dt.date, weeklies: bool, horizon_days: int = 370) -> list[dt.date]:
+    """Weekly Fridays for 8 weeks (when the name has weeklies) and monthly third Fridays for a
+    year; a Friday holiday moves to the prior session. Only dates after ``day``."""
+    end = day + dt.timedelta(days=horizon_days)
+    sessions = set(cal.trading_days(day, end + dt.timedelta(days=7)))
+    out: set[dt.date] = set()
+    fridays = pd.date_range(day + dt.timedelta(days=1), end, freq="W-FRI").date
+    for f in fridays:
+        third = 15 <= f.day <= 21
+        if third or (weeklies and (f - day).days <= 56):
+            e = f
+            while e not in sessions and e > day:
+                e -= dt.timedelta(days=1)
+            if e > day:
+                out.add(e)
+    return sorted(out)
+
+
+def _strike_step(und: Underlying, spot: float, t: float) -> float:
+    if und.index:
+        return 5.0 if spot < 10_000 else 25.0
+    if spot < 25:
+        return 0.5
+    if spot < 200:
+        return 1.0 if und.penny else 2.5
+    if spot < 500:
+        return 2.5 if t > 0.2 else 1.0 if und.penny else 5.0
+    return 5.0
+
+
+class SyntheticMarket(MarketSource):
+    name = "synthetic"
+
+    def __init__(self, universe: tuple[str, ...] = (), seed: int = 7, strikes_per_side: int = 20):
+        self.universe = tuple(universe) or tuple(u.symbol for u in DEFAULT_UNIVERSE)
+        self.seed = int(seed)
+        self.strikes_per_side = int(strikes_per_side)
+
+    def surface(self, und: Underlying, day: dt.date, k: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Implied vol for log-moneyness ``k = ln(K/F)`` and maturity ``t`` (years)."""
+        stressed = regime_on(self.seed, day) == _STRESS
+        base = und.vol * (_STRESS_MULT * 0.85 if stressed else 1.0)
+        short_end = base * (1.35 if stressed else 0.9)
+        long_end = base * (0.95 if stressed else 1.08)
+        atm = long_end + (short_end - long_end) * np.exp(-t / 0.25)
+        z = np.clip(k / (atm * np.sqrt(t)), -4.5, 4.5)
+        skew = -0.09 if und.symbol not in ("GLD", "TLT") else -0.02
+        smile = 1.0 + skew * z + 0.025 * z * z
+        return np.maximum(atm * smile, 0.3 * atm)
+
+    def load_chain(self, day: dt.date) -> ChainLoad:
+        day = cal.require_trading_day(day)
+        r = risk_free_rate(day)
+        frames = [self._chain_for(underlying_for(sym), day, r) for sym in self.universe]
+        chain = conform(pd.concat(frames, ignore_index=True))
+        return ChainLoad(chain=chain, drops=DropLog(), sources=[f"synthetic(seed={self.seed})"])
+
+    def _chain_for(self, und: Underlying, day: dt.date, r: float) -> pd.DataFrame:
+        spot = round(spot_on(self.seed, und.symbol, day), 2)
+        q = und.dividend_yield
+        rng = _rng(self.seed, f"{und.symbol}|{day.isoformat()}", 0)
+        rows = []
+        for exp in expirations(day, und.weeklies):
+            t = (exp - day).days / 365.0
+            atm_guess = und.vol * 1.5
+            step = _strike_step(und, spot, t)
+            half_range = spot * (np.exp(3.0 * atm_guess * np.sqrt(t)) - 1.0)
+            n_side = int(min(self.strikes_per_side, max(4, half_range // step)))
+            width = max(step, np.ceil(half_range / n_side / step) * step)
+            centre = np.round(spot / step) * step
+            strikes = centre + width * np.arange(-n_side, n_side + 1)
+            strikes = strikes[strikes >= 0.25 * spot]
+            rows.append(pd.DataFrame({"expiration": exp, "t": t, "strike": strikes}))
+        grid = pd.concat(rows, ignore_index=True)
+        grid = pd.concat([grid.assign(option_type="C"), grid.assign(option_type="P")], ignore_index=True)
+        t = grid["t"].to_numpy()
+        strike = grid["strike"].to_numpy()
+        is_call = (grid["option_type"] == "C").to_numpy()
+        fwd = spot * np.exp((r - q) * t)
+        k = np.log(strike / fwd)
+        iv = self.surface(und, day, k, t)
+        theo = bsm_price_numpy(spot, strike, t, r, q, iv, is_call)
+        if not und.index:  # American: never quoted below intrinsic
+            theo = np.maximum(theo, np.where(is_call, spot - strike, strike - spot))
+        tick = np.where((theo < 3.0) & und.penny, 0.01, 0.05)
+        z = np.abs(k) / (iv * np.sqrt(t))
+        rel = 0.015 + 0.02 * z + 0.03 / np.sqrt(und.liquidity)
+        spread = np.maximum(theo * rel, tick) + 0.02 * (theo < 1.0)
+        bid = np.floor((theo - spread / 2) / tick) * tick
+        ask = np.ceil((theo + spread / 2) / tick) * tick
+        bid = np.round(np.maximum(bid, 0.0), 2)
+        ask = np.maximum(ask, bid + tick)
+        ask = np.round(np.where((bid + ask) / 2 < theo, ask + tick, ask), 2)  # mid never below theo
+        base_oi = 4000 * und.liquidity * np.exp(-0.5 * z * z) * np.exp(-t)
+        oi = np.floor(base_oi * rng.lognormal(0.0, 0.6, len(base_oi))).astype("int64")
+        vol_traded = np.floor(oi * rng.uniform(0.0, 0.25, len(oi))).astype("int64")
+        exp_ts = pd.to_datetime(grid["expiration"])
+        root = und.roots[0] if und.roots else und.symbol
+        return pd.DataFrame({
+            "quote_date": pd.Timestamp(day),
+            "underlying": und.symbol,
+            "root": root,
+            "option_symbol": [occ_symbol(root, e, o, s) for e, o, s in
+                              zip(exp_ts, grid["option_type"], strike)],
+            "expiration": exp_ts,
+            "strike": strike,
+            "option_type": grid["option_type"],
+            "exercise_style": "E" if und.index else "A",
+            "settlement": "cash" if und.index else "physical",
+            "bid": bid,
+            "ask": ask,
+            "last": np.round(theo, 2),
+            "volume": vol_traded,
+            "open_interest": oi,
+            "underlying_price": spot,
+            "forward": np.nan,
+            "rate": r,
+            "dividend_yield": q,
+            "multiplier": 100,
+            "vendor_iv": np.nan,
+            "vendor_delta": np.nan,
+            "source": "synthetic",
+        })
