@@ -1,0 +1,11 @@
+"""Dagster resources: thin configurable wrappers over the domain core."""
+
+from .broker import PaperBrokerResource
+from .market import FilesMarketResource, MarketResource, SyntheticMarketResource
+from .settings import TradingSettingsResource
+from .warehouse import WarehouseIOManager, WarehouseResource
+
+__all__ = [
+    "FilesMarketResource", "MarketResource", "PaperBrokerResource", "SyntheticMarketResource",
+    "TradingSettingsResource", "WarehouseIOManager", "WarehouseResource",
+]

@@ -1,0 +1,61 @@
+"""The daily report asset."""
+
+
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+from dagster_pandera import pandera_schema_to_dagster_type
+
+from optrader_pipelines import calendar as cal
+from optrader_pipelines import reports
+from optrader_pipelines.daily import close_book
+from optrader_pipelines.validation import DailyReportSchema
+from resources.broker import PaperBrokerResource
+from resources.settings import TradingSettingsResource
+from resources.warehouse import WarehouseResource
+
+from .market_data import COMMON
+
+
+@dg.asset(dagster_type=pandera_schema_to_dagster_type(DailyReportSchema), kinds={"pandas", "duckdb"}, **COMMON)
+def daily_report(context: dg.AssetExecutionContext, safety_checked_orders: pd.DataFrame,
+                 ranked_signals: pd.DataFrame, option_greeks: pd.DataFrame, settings: TradingSettingsResource,
+                 broker: PaperBrokerResource, warehouse: WarehouseResource) -> dg.Output[pd.DataFrame]:
+    """The day's report, in Markdown and HTML files and in this asset's metadata: portfolio summary
+    (net liquidation value, cash, positions, P&L, portfolio Greeks), top signals with reasons,
+    orders placed and rejected with reasons, and the next-day plan. Its one-row table is the
+    book's daily history (closing NLV, peak, drawdown) that the next day's risk checks read."""
+    day = dt.date.fromisoformat(context.partition_key)
+    pb = broker.get()
+    wh = warehouse.get()
+    book, positions, summary = close_book(pb, wh, day, option_greeks)
+    settled = wh.query("SELECT position_id, underlying, 'settled' AS status, realized_pnl, "
+                       "exit_price * 100 * quantity AS settlement_value FROM positions "
+                       "WHERE account = ? AND closed_date = ? AND close_reason LIKE 'expired%'", [pb.account, day])
+    halted = next((r for r in safety_checked_orders["reason"] if str(r).startswith(("halted", "kill switch"))), None)
+    plan = reports.next_day_plan(summary, positions, cal.next_trading_day(day), halted)
+    data = reports.ReportData(
+        trade_date=day, account=pb.account, market=settings.market_label, risk_profile=settings.risk_profile,
+        risk_level=settings.risk_level, summary=summary, positions=positions, signals=ranked_signals,
+        orders=safety_checked_orders, settlements=settled, next_day_plan=plan)
+    md_path, html_path, markdown = reports.write(data, Path(settings.report_dir))
+    row = pd.DataFrame([{
+        "account": pb.account, "nlv": summary["nlv"], "cash": summary["cash"],
+        "positions_value": summary["positions_value"], "buying_power": summary["buying_power"],
+        "daily_pnl": summary["daily_pnl"], "peak_nlv": summary["peak_nlv"], "drawdown": summary["drawdown"],
+        "open_positions": summary["open_positions"], "realized_pnl": summary["realized_pnl"],
+        "delta": summary["delta"], "gamma": summary["gamma"], "theta": summary["theta"], "vega": summary["vega"],
+        "signals": len(ranked_signals), "orders_accepted": int((safety_checked_orders["status"] == "accepted").sum()),
+        "orders_rejected": int((safety_checked_orders["status"] == "rejected").sum()),
+        "report_path": str(md_path), "report_html_path": str(html_path),
+    }])
+    return dg.Output(row, metadata={
+        "report": dg.MetadataValue.md(markdown),
+        "report_path": dg.MetadataValue.path(str(md_path)),
+        "report_html_path": dg.MetadataValue.path(str(html_path)),
+        "nlv": summary["nlv"],
+        "cash": summary["cash"],
+        "open_positions": summary["open_positions"],
+    })

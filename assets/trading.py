@@ -1,0 +1,97 @@
+"""Trading assets: scored candidates, ranked signals, and safety-checked orders sent to the broker."""
+
+
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+from dagster_pandera import pandera_schema_to_dagster_type
+
+from optrader_pipelines.broker import DEPOSIT_DATE
+from optrader_pipelines.daily import book_history, close_book, place_accepted, underlying_prices
+from optrader_pipelines.risk import check_signals, max_risk_per_contract
+from optrader_pipelines.signals import RankingConfig, rank_signals
+from optrader_pipelines.strategies import StrategyConfig, build_candidates
+from optrader_pipelines.validation import (
+    RankedSignalsSchema,
+    SafetyCheckedOrdersSchema,
+    ScoredOpportunitiesSchema,
+)
+from resources.broker import PaperBrokerResource
+from resources.settings import TradingSettingsResource
+from resources.warehouse import WarehouseResource
+
+from ._meta import md_table
+from .market_data import COMMON
+
+
+@dg.asset(dagster_type=pandera_schema_to_dagster_type(ScoredOpportunitiesSchema), kinds={"pandas", "duckdb"}, **COMMON)
+def scored_opportunities(option_greeks: pd.DataFrame, broker: PaperBrokerResource) -> dg.Output[pd.DataFrame]:
+    """Every defined-risk candidate the day's chain offers (bull put and bear call credit spreads,
+    bull call and bear put debit spreads, iron condors, 14-60 days out) with its net price at the
+    paper fill model, width, max profit and loss, breakevens, probability of profit, expected
+    value, return on risk, liquidity and score (formulas in optrader_pipelines/strategies.py)."""
+    cfg = StrategyConfig(fill_fraction=broker.fill_fraction, commission_per_contract=broker.commission_per_contract)
+    cands = build_candidates(option_greeks, cfg)
+    by_strategy = cands.groupby("strategy").agg(
+        candidates=("score", "size"), median_pop=("pop", "median"), median_ev=("expected_value", "median"),
+        best_score=("score", "max")).reset_index()
+    show = ["underlying", "strategy", "expiration", "entry_price", "max_loss", "pop", "expected_value", "score"]
+    return dg.Output(cands, metadata={
+        "dagster/row_count": len(cands),
+        "by_strategy": md_table(by_strategy, 10),
+        "top_candidates": md_table(cands[show], 10),
+    })
+
+
+@dg.asset(dagster_type=pandera_schema_to_dagster_type(RankedSignalsSchema), kinds={"pandas", "duckdb"}, **COMMON)
+def ranked_signals(context: dg.AssetExecutionContext, scored_opportunities: pd.DataFrame,
+                   settings: TradingSettingsResource, broker: PaperBrokerResource,
+                   warehouse: WarehouseResource) -> dg.Output[pd.DataFrame]:
+    """The day's top-N trade signals (default 4): eligible candidates (positive expected value,
+    liquid enough, affordable under the risk profile), the best per underlying, ranked by score,
+    each with a confidence and the reasons behind it. Exclusions are counted by reason."""
+    day = dt.date.fromisoformat(context.partition_key)
+    hist = book_history(warehouse.get(), broker.account, day)
+    nlv = float(hist["nlv"].iloc[-1]) if len(hist) else broker.get().cash(DEPOSIT_DATE)
+    cap = max_risk_per_contract(settings.profile(), settings.risk_level, nlv)
+    signals, excluded = rank_signals(scored_opportunities, day, RankingConfig(top_n=settings.top_n,
+                                                                             max_risk_per_contract=cap))
+    show = ["rank", "underlying", "strategy", "expiration", "entry_price", "pop", "expected_value", "confidence"]
+    return dg.Output(signals, metadata={
+        "dagster/row_count": len(signals),
+        "signals": md_table(signals[show], 20),
+        "reasons": dg.MetadataValue.md("\n".join(f"{r.rank}. **{r.underlying} {r.strategy}**: {r.reasons}"
+                                                 for r in signals.itertuples()) or "_(none)_"),
+        "excluded": md_table(excluded, 20),
+        "max_risk_per_contract": cap,
+    })
+
+
+@dg.asset(dagster_type=pandera_schema_to_dagster_type(SafetyCheckedOrdersSchema), kinds={"pandas", "duckdb"}, **COMMON)
+def safety_checked_orders(context: dg.AssetExecutionContext, ranked_signals: pd.DataFrame,
+                          option_greeks: pd.DataFrame, settings: TradingSettingsResource,
+                          broker: PaperBrokerResource, warehouse: WarehouseResource) -> dg.Output[pd.DataFrame]:
+    """Each signal sized and checked against the risk profile (defined risk only, position size,
+    open-position limit, cash buffer, drawdown and daily-loss halts, leverage cap); accepted ones
+    are sent to the broker with an idempotency key from (account, trade day, signal), so
+    re-materializing a day never places an order twice. Rejections carry their reason."""
+    day = dt.date.fromisoformat(context.partition_key)
+    pb = broker.get()
+    settled = pb.settle_expirations(day, underlying_prices(option_greeks), context.run_id)
+    book, _, summary = close_book(pb, warehouse.get(), day, option_greeks)
+    decisions = check_signals(ranked_signals, book, settings.profile(), settings.risk_level, day,
+                              broker.commission_per_contract)
+    orders = place_accepted(decisions, pb, option_greeks, day, context.run_id)
+    accepted = orders[orders["status"] == "accepted"]
+    show = ["rank", "underlying", "strategy", "quantity", "limit_price", "status", "order_status", "reason"]
+    return dg.Output(orders, metadata={
+        "dagster/row_count": len(orders),
+        "accepted": len(accepted),
+        "rejected": int((orders["status"] == "rejected").sum()),
+        "filled": int((orders["order_status"] == "filled").sum()),
+        "already_placed": int(orders["already_placed"].sum()),
+        "settled_at_expiration": len(settled),
+        "nlv_before_orders": summary["nlv"],
+        "orders": md_table(orders[show], 20),
+    })

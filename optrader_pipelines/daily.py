@@ -1,0 +1,97 @@
+"""The steps of the daily run that need more than one core module: the book at the close,
+order placement for the checked signals, and the report. The Dagster assets call these."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+
+from . import calendar as cal
+from .broker import DEPOSIT_DATE, OrderRequest, PaperBroker
+from .portfolio import mark_positions
+from .risk import BookState
+from .storage import Warehouse, WarehouseError
+
+
+def book_history(wh: Warehouse, account: str, before: dt.date) -> pd.DataFrame:
+    """Previous days' closing NLV for the account, from the ``daily_report`` table."""
+    try:
+        return wh.query("SELECT trade_date, nlv FROM daily_report WHERE account = ? AND trade_date < ? ORDER BY trade_date",
+                        [account, before])
+    except Exception:  # table not created yet: the account has no history
+        return pd.DataFrame(columns=["trade_date", "nlv"])
+
+
+def close_book(broker: PaperBroker, wh: Warehouse, day: dt.date, greeks: pd.DataFrame, kill_switch: bool = False
+               ) -> tuple[BookState, pd.DataFrame, dict]:
+    """The account at the close of ``day`` (positions marked at the day's mids) and a summary."""
+    positions = mark_positions(broker.open_positions(day), greeks)
+    cash = broker.cash(day)
+    positions_value = float(positions["mark_value"].sum()) if len(positions) else 0.0
+    nlv = cash + positions_value
+    hist = book_history(wh, broker.account, day)
+    start = broker.cash(DEPOSIT_DATE)
+    previous = float(hist["nlv"].iloc[-1]) if len(hist) else start
+    peak = max([nlv, start] + ([float(hist["nlv"].max())] if len(hist) else []))
+    collateral = float(positions["collateral"].sum()) if len(positions) else 0.0
+    realized = wh.query("SELECT coalesce(sum(realized_pnl), 0) AS r FROM positions WHERE account = ? AND closed_date <= ?",
+                        [broker.account, day])["r"].iloc[0]
+    book = BookState(account=broker.account, cash=cash, nlv=nlv, peak_nlv=peak, previous_nlv=previous,
+                     open_positions=positions, kill_switch=kill_switch)
+    summary = {
+        "nlv": nlv, "cash": cash, "positions_value": positions_value, "buying_power": cash - collateral,
+        "previous_nlv": previous, "daily_pnl": nlv - previous, "peak_nlv": peak, "drawdown": book.drawdown,
+        "open_positions": len(positions), "realized_pnl": float(realized),
+        **{k: float(positions[k].sum()) if len(positions) else 0.0 for k in ("delta", "gamma", "theta", "vega")},
+    }
+    return book, positions, summary
+
+
+def _quotes_index(greeks: pd.DataFrame) -> pd.DataFrame:
+    g = greeks.assign(_exp=pd.to_datetime(greeks["expiration"]).dt.strftime("%Y-%m-%d"))
+    idx = g.set_index(["underlying", "_exp", "strike", "option_type"])[["bid", "ask"]]
+    return idx[~idx.index.duplicated()]
+
+
+def place_accepted(decisions: pd.DataFrame, broker: PaperBroker, greeks: pd.DataFrame, day: dt.date, run_id: str
+                   ) -> pd.DataFrame:
+    """Send every accepted decision to the broker (idempotent by key); add the order outcome columns."""
+    quotes = _quotes_index(greeks)
+    out = decisions.copy()
+    out["order_id"] = None
+    out["order_status"] = "not sent"
+    out["fill_price"] = np.nan
+    out["commission"] = 0.0
+    out["cash_flow"] = 0.0
+    out["already_placed"] = False
+    for i, d in out[out["status"] == "accepted"].iterrows():
+        legs = json.loads(d["legs"])
+        for leg in legs:
+            q = quotes.loc[(d["underlying"], leg["expiration"], float(leg["strike"]), leg["option_type"])]
+            leg["bid"], leg["ask"] = float(q["bid"]), float(q["ask"])
+        req = OrderRequest(
+            idempotency_key=d["idempotency_key"], account=broker.account, trade_date=day, strategy=d["strategy"],
+            underlying=d["underlying"], expiration=pd.Timestamp(d["expiration"]).date(), settlement=d["settlement"],
+            direction=d["direction"], legs=legs, quantity=int(d["quantity"]), limit_price=float(d["limit_price"]),
+            run_id=run_id)
+        res = broker.place_order(req)
+        out.loc[i, ["order_id", "order_status", "fill_price", "commission", "cash_flow", "already_placed"]] = [
+            res.order_id, res.status, res.fill_price if res.fill_price is not None else np.nan,
+            res.commission, res.cash_flow, res.already_placed]
+    return out
+
+
+def underlying_prices(greeks: pd.DataFrame) -> dict[str, float]:
+    return greeks.groupby("underlying")["underlying_price"].first().astype(float).to_dict()
+
+
+def require_closed(day: dt.date, now: pd.Timestamp | None = None) -> dt.date:
+    """Refuse a trading day whose session has not closed yet (no end-of-day chain exists)."""
+    day = cal.require_trading_day(day)
+    latest = cal.latest_completed_trading_day(now)
+    if day > latest:
+        raise ValueError(f"{day.isoformat()} has not closed yet (latest completed NYSE session: {latest.isoformat()})")
+    return day

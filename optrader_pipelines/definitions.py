@@ -1,0 +1,73 @@
+"""The one place that binds the Dagster layer (assets, sensors, resources) to the domain core.
+
+``workspace.yaml`` loads this module. Configuration comes from ``OPTRADER_*`` environment
+variables (see the README); :func:`build_definitions` takes explicit settings for tests.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets import DAILY_ASSETS, DAILY_CHECKS, trading_day_partitions
+from optrader_pipelines.config import ConfigError, Settings
+from resources import (
+    FilesMarketResource,
+    PaperBrokerResource,
+    SyntheticMarketResource,
+    TradingSettingsResource,
+    WarehouseIOManager,
+    WarehouseResource,
+)
+from sensors import daily_run_schedule
+
+daily_run_job = dg.define_asset_job(
+    "daily_run_job",
+    selection=dg.AssetSelection.assets(*DAILY_ASSETS),
+    partitions_def=trading_day_partitions,
+    # DuckDB allows one writer process: run every step in the run's own process.
+    executor_def=dg.in_process_executor,
+    description="Chains -> Greeks -> scored opportunities -> ranked signals -> safety-checked orders -> report.",
+)
+
+
+def market_resource(settings: Settings):
+    if settings.market == "synthetic":
+        import os
+
+        strikes = int(os.environ.get("OPTRADER_SYNTHETIC_STRIKES", "20"))
+        return SyntheticMarketResource(seed=settings.seed, universe=list(settings.universe), strikes_per_side=strikes)
+    if settings.market == "files":
+        if settings.history_dir is None:
+            raise ConfigError("OPTRADER_MARKET=files needs OPTRADER_HISTORY_DIR (a folder of vendor CSV files)")
+        return FilesMarketResource(history_dir=str(settings.history_dir), universe=list(settings.universe))
+    raise ConfigError(f"OPTRADER_MARKET={settings.market} is not available in this version: use synthetic or files")
+
+
+def build_resources(settings: Settings) -> dict:
+    db = str(settings.duckdb_path)
+    market = market_resource(settings)
+    return {
+        "market": market,
+        "warehouse": WarehouseResource(duckdb_path=db),
+        "warehouse_io_manager": WarehouseIOManager(duckdb_path=db),
+        "broker": PaperBrokerResource(duckdb_path=db, account=settings.account, fill_fraction=settings.fill_fraction,
+                                      commission_per_contract=settings.commission_per_contract,
+                                      starting_cash=settings.starting_cash),
+        "settings": TradingSettingsResource(risk_profile=settings.risk_profile, risk_level=settings.risk_level,
+                                            top_n=settings.top_n, report_dir=str(settings.report_dir),
+                                            market_label=market.label),
+    }
+
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    settings = settings or Settings.from_env()
+    return dg.Definitions(
+        assets=DAILY_ASSETS,
+        asset_checks=DAILY_CHECKS,
+        jobs=[daily_run_job],
+        schedules=[daily_run_schedule],
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions()

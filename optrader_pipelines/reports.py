@@ -1,0 +1,81 @@
+"""The daily report: Markdown and HTML rendered with jinja2 from the day's book, signals and orders."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("optrader_pipelines", "templates"),
+    autoescape=jinja2.select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_ENV.filters["money"] = lambda v: "n/a" if v is None or pd.isna(v) else f"${v:,.2f}"
+_ENV.filters["pct"] = lambda v: "n/a" if v is None or pd.isna(v) else f"{v:.1%}"
+_ENV.filters["num"] = lambda v, d=2: "n/a" if v is None or pd.isna(v) else f"{v:,.{d}f}"
+
+
+@dataclass
+class ReportData:
+    trade_date: dt.date
+    account: str
+    market: str
+    risk_profile: str
+    risk_level: str
+    summary: dict
+    positions: pd.DataFrame
+    signals: pd.DataFrame
+    orders: pd.DataFrame
+    settlements: pd.DataFrame
+    next_day_plan: list[str]
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    return [] if df is None or df.empty else df.to_dict("records")
+
+
+def render(data: ReportData) -> tuple[str, str]:
+    """(markdown, html) for the day."""
+    ctx = dict(
+        d=data, summary=data.summary, positions=_records(data.positions), signals=_records(data.signals),
+        placed=_records(data.orders[data.orders["status"] == "accepted"]) if len(data.orders) else [],
+        rejected=_records(data.orders[data.orders["status"] != "accepted"]) if len(data.orders) else [],
+        settlements=_records(data.settlements), plan=data.next_day_plan,
+    )
+    return _ENV.get_template("daily_report.md.j2").render(**ctx), _ENV.get_template("daily_report.html.j2").render(**ctx)
+
+
+def write(data: ReportData, report_dir: Path) -> tuple[Path, Path, str]:
+    md, html = render(data)
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"daily_report_{data.account}_{data.trade_date.isoformat()}"
+    md_path, html_path = report_dir / f"{stem}.md", report_dir / f"{stem}.html"
+    for path, text in ((md_path, md), (html_path, html)):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)  # atomic: a reader never sees half a report
+    return md_path, html_path, md
+
+
+def next_day_plan(summary: dict, positions: pd.DataFrame, next_session: dt.date, halted: str | None) -> list[str]:
+    plan = []
+    if halted:
+        plan.append(f"New entries stay halted: {halted}.")
+    if len(positions):
+        dte = (pd.to_datetime(positions["expiration"]) - pd.Timestamp(next_session)).dt.days
+        expiring = positions[dte <= 0]
+        for p in expiring.itertuples(index=False):
+            plan.append(f"{p.underlying} {p.strategy} expires {pd.Timestamp(p.expiration).date()}: settles at the close.")
+        soon = positions[(dte > 0) & (dte <= 21)]
+        for p in soon.itertuples(index=False):
+            plan.append(f"{p.underlying} {p.strategy} has {int((pd.Timestamp(p.expiration) - pd.Timestamp(next_session)).days)} days left: review for exit.")
+    plan.append(f"Next run: {next_session.isoformat()} at 16:30 New York (daily_run_schedule).")
+    if summary.get("buying_power", 0) < 0.1 * max(summary.get("nlv", 0), 1):
+        plan.append("Buying power is below 10% of NLV: new entries will be small or rejected.")
+    return plan

@@ -1,0 +1,53 @@
+"""Market-data resources: one interface, a synthetic (offline) and a vendor-files implementation."""
+
+from __future__ import annotations
+
+import datetime as dt
+from abc import abstractmethod
+
+import dagster as dg
+
+from optrader_pipelines.market import ChainLoad
+from optrader_pipelines.market.files import FilesMarket
+from optrader_pipelines.market.synthetic import SyntheticMarket
+
+
+class MarketResource(dg.ConfigurableResource):
+    """Where the day's option chains come from."""
+
+    @abstractmethod
+    def load_chain(self, day: dt.date) -> ChainLoad: ...
+
+    @property
+    @abstractmethod
+    def label(self) -> str: ...
+
+
+class SyntheticMarketResource(MarketResource):
+    """Deterministic synthetic market: same seed and date, same chain; no network."""
+
+    seed: int = 7
+    universe: list[str] = []
+    strikes_per_side: int = 20
+
+    def load_chain(self, day: dt.date) -> ChainLoad:
+        return SyntheticMarket(tuple(self.universe), self.seed, self.strikes_per_side).load_chain(day)
+
+    @property
+    def label(self) -> str:
+        return f"synthetic (seed {self.seed})"
+
+
+class FilesMarketResource(MarketResource):
+    """End-of-day chains from vendor files under ``history_dir``."""
+
+    history_dir: str
+    universe: list[str] = []
+    risk_free_rate: float = 0.02
+
+    def load_chain(self, day: dt.date) -> ChainLoad:
+        return FilesMarket(self.history_dir, tuple(self.universe), self.risk_free_rate).load_chain(day)
+
+    @property
+    def label(self) -> str:
+        return f"files ({self.history_dir})"
