@@ -1,0 +1,40 @@
+# optrader: `make run` runs the daily graph for the latest completed NYSE session, `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+UV_VERSION := 0.13.8
+UV := .tools/bin/uv
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
+
+.PHONY: run test dev bench install clean-data
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# Locked install: exactly the versions in uv.lock (fails if pyproject.toml and the lock disagree).
+.venv/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+install: .venv/.installed
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+# make run [DATE=YYYY-MM-DD]
+run: install $(DAGSTER_HOME)/dagster.yaml
+	.venv/bin/python scripts/run_daily.py $(if $(DATE),--date $(DATE),)
+
+test: install
+	.venv/bin/python -m pytest
+
+dev: install $(DAGSTER_HOME)/dagster.yaml
+	.venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: install
+	.venv/bin/python benchmarks/daily_run.py
+
+clean-data:
+	rm -rf data .dagster_home
