@@ -79,7 +79,7 @@ def safety_checked_orders(context: dg.AssetExecutionContext, ranked_signals: pd.
     day = dt.date.fromisoformat(context.partition_key)
     pb = broker.get()
     settled = pb.settle_expirations(day, underlying_prices(option_greeks), context.run_id)
-    book, _, summary = close_book(pb, warehouse.get(), day, option_greeks)
+    book, _, summary = close_book(pb, warehouse.get(), day, option_greeks, before_orders=True)
     decisions = check_signals(ranked_signals, book, settings.profile(), settings.risk_level, day,
                               broker.commission_per_contract)
     orders = place_accepted(decisions, pb, option_greeks, day, context.run_id)

@@ -107,15 +107,20 @@ class PaperBroker(Broker):
             [f"{account}:initial-deposit", account, DEPOSIT_DATE, float(starting_cash)])])
 
     # -- reads -------------------------------------------------------------------------------
-    def cash(self, as_of: dt.date) -> float:
-        df = self.wh.query("SELECT coalesce(sum(amount), 0) AS c FROM cash_ledger WHERE account = ? AND trade_date <= ?",
-                           [self.account, as_of])
+    def cash(self, as_of: dt.date, before_orders: bool = False) -> float:
+        """Cash at the close of ``as_of``; with ``before_orders``, before that day's opening orders
+        (so a re-run of the day sees the same book its first run saw)."""
+        sql = "SELECT coalesce(sum(amount), 0) AS c FROM cash_ledger WHERE account = ? AND trade_date <= ?"
+        if before_orders:
+            sql += " AND NOT (trade_date = ? AND kind IN ('premium', 'commission'))"
+        df = self.wh.query(sql, [self.account, as_of] + ([as_of] if before_orders else []))
         return float(df["c"].iloc[0])
 
-    def open_positions(self, as_of: dt.date) -> pd.DataFrame:
-        """Positions open at the close of ``as_of`` (opened on or before, not closed by then)."""
+    def open_positions(self, as_of: dt.date, before_orders: bool = False) -> pd.DataFrame:
+        """Positions open at the close of ``as_of`` (opened on or before, not closed by then);
+        with ``before_orders``, leaving out those opened on ``as_of`` itself."""
         return self.wh.query(
-            "SELECT * FROM positions WHERE account = ? AND opened_date <= ? "
+            f"SELECT * FROM positions WHERE account = ? AND opened_date {'<' if before_orders else '<='} ? "
             "AND (closed_date IS NULL OR closed_date > ?) ORDER BY opened_date, position_id",
             [self.account, as_of, as_of])
 

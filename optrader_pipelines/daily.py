@@ -25,11 +25,12 @@ def book_history(wh: Warehouse, account: str, before: dt.date) -> pd.DataFrame:
         return pd.DataFrame(columns=["trade_date", "nlv"])
 
 
-def close_book(broker: PaperBroker, wh: Warehouse, day: dt.date, greeks: pd.DataFrame, kill_switch: bool = False
-               ) -> tuple[BookState, pd.DataFrame, dict]:
-    """The account at the close of ``day`` (positions marked at the day's mids) and a summary."""
-    positions = mark_positions(broker.open_positions(day), greeks)
-    cash = broker.cash(day)
+def close_book(broker: PaperBroker, wh: Warehouse, day: dt.date, greeks: pd.DataFrame, kill_switch: bool = False,
+               before_orders: bool = False) -> tuple[BookState, pd.DataFrame, dict]:
+    """The account at the close of ``day`` (positions marked at the day's mids) and a summary;
+    ``before_orders`` leaves out the day's own opening orders (the book the safety checks see)."""
+    positions = mark_positions(broker.open_positions(day, before_orders), greeks)
+    cash = broker.cash(day, before_orders)
     positions_value = float(positions["mark_value"].sum()) if len(positions) else 0.0
     nlv = cash + positions_value
     hist = book_history(wh, broker.account, day)
