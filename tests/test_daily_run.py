@@ -1,0 +1,165 @@
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from assets import DAILY_ASSETS, DAILY_CHECKS
+from optrader_pipelines.config import Settings
+from optrader_pipelines.definitions import build_definitions, build_resources
+from optrader_pipelines.market import ChainLoad
+from optrader_pipelines.storage import Warehouse
+from resources.market import MarketResource, SyntheticMarketResource
+
+from .conftest import DAY, SMALL_UNIVERSE
+
+D1 = dt.date(2026, 11, 19)  # the shared warehouse starts here; D2 = DAY follows it
+
+TABLES = ["option_chains", "option_greeks", "scored_opportunities", "ranked_signals", "safety_checked_orders",
+          "daily_report"]
+
+
+def _resources(tmp: Path, **over):
+    settings = Settings(duckdb_path=tmp / "optrader.duckdb", report_dir=tmp / "reports", universe=tuple(SMALL_UNIVERSE),
+                        **over)
+    res = build_resources(settings)
+    if settings.market == "synthetic":
+        res["market"] = SyntheticMarketResource(seed=7, universe=list(SMALL_UNIVERSE), strikes_per_side=12)
+    return res
+
+
+def _run(resources, day: dt.date, instance=None):
+    return dg.materialize([*DAILY_ASSETS, *DAILY_CHECKS], partition_key=day.isoformat(), resources=resources,
+                          instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("daily")
+    res = _resources(tmp)
+    result = _run(res, D1)
+    return tmp, res, result
+
+
+def test_the_whole_graph_materializes_and_records_every_asset(first_run):
+    tmp, _, result = first_run
+    assert result.success
+    checks = result.get_asset_check_evaluations()
+    assert len(checks) == 2 and all(c.passed for c in checks)
+    wh = Warehouse(tmp / "optrader.duckdb")
+    for table in TABLES:
+        assert wh.count(table, D1) > 0, table
+        assert set(wh.query(f"SELECT DISTINCT run_id FROM {table}")["run_id"]) == {result.run_id}
+    greeks = wh.read_day("option_greeks", D1)
+    for col in ["quote_date", "underlying", "expiration", "strike", "option_type", "bid", "ask", "underlying_price",
+                "iv", "delta", "gamma", "theta", "vega", "rho"]:
+        assert col in greeks.columns
+    report = wh.read_day("daily_report", D1).iloc[0]
+    text = Path(report["report_path"]).read_text()
+    for section in ("## Portfolio", "## Top signals", "## Orders placed", "## Orders rejected", "## Next-day plan"):
+        assert section in text
+    assert Path(report["report_html_path"]).read_text().startswith("<!doctype html>")
+    orders = wh.read_day("safety_checked_orders", D1)
+    filled = orders[orders["order_status"] == "filled"]
+    assert len(filled) >= 1
+    assert wh.count("broker_orders") == int((orders["status"] == "accepted").sum())
+
+
+def test_rematerializing_a_day_replaces_rows_and_places_no_order_twice(first_run):
+    tmp, res, _ = first_run
+    wh = Warehouse(tmp / "optrader.duckdb")
+    before = {t: wh.count(t) for t in TABLES + ["broker_orders", "positions", "cash_ledger"]}
+    orders_before = wh.read_day("safety_checked_orders", D1)
+    again = _run(res, D1)
+    assert again.success
+    after = {t: wh.count(t) for t in TABLES + ["broker_orders", "positions", "cash_ledger"]}
+    assert after == before
+    orders_after = wh.read_day("safety_checked_orders", D1)
+    pd.testing.assert_series_equal(orders_before["order_id"], orders_after["order_id"])
+    assert list(orders_after["status"]) == list(orders_before["status"])
+    assert orders_after.loc[orders_after["status"] == "accepted", "already_placed"].all()
+    assert set(wh.query("SELECT DISTINCT run_id FROM option_chains")["run_id"]) == {again.run_id}
+
+
+def test_the_book_carries_to_the_next_trading_day(first_run):
+    tmp, res, _ = first_run
+    wh = Warehouse(tmp / "optrader.duckdb")
+    day1 = wh.read_day("daily_report", D1).iloc[0]
+    result = _run(res, DAY)
+    assert result.success
+    day2 = wh.read_day("daily_report", DAY).iloc[0]
+    assert day2["cash"] == pytest.approx(day1["cash"] + wh.query(
+        "SELECT coalesce(sum(amount), 0) AS s FROM cash_ledger WHERE trade_date = ?", [DAY])["s"].iloc[0])
+    assert day2["open_positions"] >= day1["open_positions"]
+    carried = wh.query("SELECT count(*) AS n FROM positions WHERE opened_date = ?", [D1])["n"].iloc[0]
+    assert carried == day1["open_positions"]
+
+
+class CrossedMarket(MarketResource):
+    """A feed that returns one crossed quote the loader did not catch."""
+
+    def load_chain(self, day):
+        load = SyntheticMarketResource(universe=["XLF"], strikes_per_side=6).load_chain(day)
+        chain = load.chain.copy()
+        chain.loc[0, "bid"] = chain.loc[0, "ask"] + 1.0
+        return ChainLoad(chain, load.drops, load.sources)
+
+    @property
+    def label(self):
+        return "crossed"
+
+
+def test_a_chain_that_fails_the_gate_stops_the_run_before_any_order(tmp_path):
+    res = _resources(tmp_path)
+    res["market"] = CrossedMarket()
+    result = _run(res, DAY)
+    assert not result.success
+    failed = [e.step_key for e in result.all_events if e.is_step_failure]
+    assert failed == ["option_chains"]
+    wh = Warehouse(tmp_path / "optrader.duckdb")
+    assert "option_chains" not in wh.tables() and "safety_checked_orders" not in wh.tables()
+    assert "broker_orders" not in wh.tables() or wh.count("broker_orders") == 0
+
+
+def test_a_session_that_has_not_closed_is_refused():
+    from optrader_pipelines.daily import require_closed
+
+    before_close = pd.Timestamp("2026-11-20 15:00", tz="America/New_York")
+    with pytest.raises(ValueError, match="2026-11-20 has not closed yet"):
+        require_closed(DAY, now=before_close)
+    assert require_closed(DAY, now=before_close + pd.Timedelta(hours=1)) == DAY
+    with pytest.raises(ValueError, match="not an NYSE trading day"):
+        require_closed(dt.date(2026, 11, 26))
+
+
+def test_files_market_runs_the_graph_on_real_history(tmp_path, shared_data):
+    res = _resources(tmp_path, market="files", history_dir=shared_data)
+    res["market"] = build_resources(Settings(market="files", history_dir=shared_data))["market"]
+    result = _run(res, dt.date(2018, 1, 2))
+    assert result.success
+    wh = Warehouse(tmp_path / "optrader.duckdb")
+    greeks = wh.read_day("option_greeks", dt.date(2018, 1, 2))
+    assert set(greeks["underlying"]) == {"SPX"} and greeks["iv"].notna().sum() > 100
+
+
+def test_definitions_load_and_schedule_targets_trading_days():
+    defs = build_definitions(Settings())
+    dg.Definitions.validate_loadable(defs)
+    job = defs.resolve_job_def("daily_run_job")
+    assert job.partitions_def is not None
+    keys = job.partitions_def.get_partition_keys()
+    assert "2026-11-20" in keys and "2026-11-26" not in keys and "2026-11-21" not in keys
+    schedule = defs.resolve_schedule_def("daily_run_schedule")
+    assert schedule.cron_schedule == "30 16 * * 1-5" and schedule.execution_timezone == "America/New_York"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    with dg.instance_for_test() as instance:
+        tick = pd.Timestamp("2026-11-20 16:30", tz="America/New_York").to_pydatetime()
+        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick,
+                                        repository_def=defs.get_repository_def())
+        data = schedule.evaluate_tick(ctx)
+        assert [r.partition_key for r in data.run_requests] == ["2026-11-20"]
+        holiday = pd.Timestamp("2026-11-26 16:30", tz="America/New_York").to_pydatetime()
+        data = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=holiday,
+                                                               repository_def=defs.get_repository_def()))
+        assert not data.run_requests and "not an NYSE trading day" in data.skip_message
