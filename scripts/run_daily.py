@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 import warnings
 
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     job = defs.resolve_job_def("daily_run_job")
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False,
-                                        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
+                                        run_config={"loggers": {"console": {"config": {
+                                            "log_level": os.environ.get("OPTRADER_LOG_LEVEL", "INFO")}}}})
     if not result.success:
         for event in result.all_events:
             if event.is_step_failure:

@@ -22,9 +22,10 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+from scipy.signal import lfilter
 
 from .. import calendar as cal
-from ..chain import DropLog, conform, occ_symbol
+from ..chain import DropLog, conform
 from ..pricing import bsm_price_numpy
 from . import ChainLoad, MarketSource
 
@@ -160,12 +161,9 @@ def _price_path(seed: int, symbol: str, n_chunks: int) -> np.ndarray:
     rho = _MARKET_RHO if und.beta > 0 else -0.3
     shock = rho * zm + np.sqrt(1 - rho**2) * zi
     jumps = und.beta * jm + (0.0 if und.index else ji)
-    dev = np.empty(len(shock))
-    x = 0.0
     decay = np.exp(-_KAPPA * dt_)
-    for i in range(len(shock)):
-        x = x * decay + vol[i] * np.sqrt(dt_) * shock[i] + jumps[i]
-        dev[i] = x
+    # AR(1): dev[i] = decay * dev[i-1] + innovation[i]
+    dev = lfilter([1.0], [1.0, -decay], vol * np.sqrt(dt_) * shock + jumps)
     days = _sessions(n_chunks - 1)[: len(dev)]
     years = np.array([(d - _ANCHOR).days / 365.25 for d in days])
     drift = 0.07 if und.beta > 0.3 else 0.02
@@ -289,8 +287,8 @@ class SyntheticMarket(MarketSource):
             "quote_date": pd.Timestamp(day),
             "underlying": und.symbol,
             "root": root,
-            "option_symbol": [occ_symbol(root, e, o, s) for e, o, s in
-                              zip(exp_ts, grid["option_type"], strike)],
+            "option_symbol": (f"{root:<6}" + exp_ts.dt.strftime("%y%m%d") + grid["option_type"]
+                              + pd.Series(np.round(strike * 1000).astype(np.int64)).astype(str).str.zfill(8)),
             "expiration": exp_ts,
             "strike": strike,
             "option_type": grid["option_type"],
