@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 MARKETS = ("synthetic", "files", "tastytrade")
@@ -67,7 +67,6 @@ class Settings:
     top_n: int = 4
     fill_fraction: float = 0.5
     commission_per_contract: float = 0.65
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> "Settings":

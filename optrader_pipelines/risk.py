@@ -143,7 +143,7 @@ def check_signals(signals: pd.DataFrame, book: BookState, profile: RiskProfile, 
     if n_open:
         held = set(zip(book.open_positions["underlying"], pd.to_datetime(book.open_positions["expiration"]),
                        book.open_positions["strategy"]))
-    open_risk = float((book.open_positions["max_loss"] * 1).sum()) if n_open else 0.0
+    open_risk = float(book.open_positions["max_loss"].sum()) if n_open else 0.0
     buying_power = book.cash - (float(book.open_positions["collateral"].sum()) if n_open else 0.0)
     budget = max_risk_per_contract(profile, level, book.nlv)
     halted = None

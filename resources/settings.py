@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from optrader_pipelines.risk import LEVEL_SCALE, PROFILES, RiskProfile, get_profile
+from optrader_pipelines.risk import LEVEL_SCALE, RiskProfile, get_profile
 
 
 class TradingSettingsResource(dg.ConfigurableResource):
@@ -18,7 +18,3 @@ class TradingSettingsResource(dg.ConfigurableResource):
         if self.risk_level not in LEVEL_SCALE:
             raise ValueError(f"risk_level {self.risk_level!r} is not one of {', '.join(LEVEL_SCALE)}")
         return get_profile(self.risk_profile)
-
-    @staticmethod
-    def profiles() -> list[str]:
-        return list(PROFILES)
