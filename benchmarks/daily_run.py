@@ -20,8 +20,34 @@ OUT = ROOT / "bench_results"
 DEFAULT_20 = "SPX,NDX,RUT,SPY,QQQ,IWM,DIA,TLT,GLD,XLF,EEM,AAPL,MSFT,NVDA,AMZN,META,GOOGL,TSLA,AMD,JPM"
 
 
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+
+
 def main() -> int:
+    """Run the daily run REPEATS times, each in a fresh process on a fresh warehouse and instance
+    (this machine is a shared VM: one run can be 20% off), and report the median run."""
     names = DEFAULT_20.split(",") + [f"SYN{i:03d}" for i in range(1, 121)]
+    runs = []
+    for _ in range(REPEATS):
+        run = _one_run(names)
+        if run is None:
+            return 1
+        runs.append(run)
+    runs.sort(key=lambda r: r["wall_s"])
+    med = runs[len(runs) // 2]
+    walls = ", ".join(f"{r['wall_s']:.1f}" for r in runs)
+    print(f"daily run, synthetic market, {len(names)} underlyings, {med['contracts']:,} contracts, "
+          f"{med['candidates']:,} candidates")
+    print(f"wall time from the command line (start-up included): median {med['wall_s']:.1f} s "
+          f"of {len(runs)} runs ({walls})")
+    for name, secs in med["steps"].items():
+        print(f"  {name:45s} {secs:6.2f} s")
+    print(f"  {'start-up, imports, run bookkeeping':45s} {med['wall_s'] - sum(med['steps'].values()):6.2f} s")
+    (OUT / "daily_run.json").write_text(json.dumps({"median": med, "runs": runs}, indent=2))
+    return 0
+
+
+def _one_run(names: list[str]) -> dict | None:
     shutil.rmtree(OUT, ignore_errors=True)
     (OUT / "home").mkdir(parents=True)
     env = dict(os.environ, OPTRADER_UNIVERSE=",".join(names), OPTRADER_SYNTHETIC_STRIKES="30",
@@ -33,7 +59,7 @@ def main() -> int:
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         print(proc.stdout[-3000:], proc.stderr[-3000:])
-        return 1
+        return None
     import duckdb
 
     con = duckdb.connect(str(OUT / "bench.duckdb"), read_only=True)
@@ -41,13 +67,8 @@ def main() -> int:
     candidates = con.execute("SELECT count(*) FROM scored_opportunities").fetchone()[0]
     steps = re.findall(r'Finished execution of step "([^"]+)" in ([0-9.]+)(ms|s)', proc.stdout + proc.stderr)
     timing = {name: float(v) / (1000 if unit == "ms" else 1) for name, v, unit in steps}
-    print(f"daily run, synthetic market, {len(names)} underlyings, {contracts:,} contracts, {candidates:,} candidates")
-    print(f"wall time from the command line (start-up included): {wall:.1f} s")
-    for name, secs in timing.items():
-        print(f"  {name:45s} {secs:6.2f} s")
-    print(f"  {'start-up, imports, run bookkeeping':45s} {wall - sum(timing.values()):6.2f} s")
-    (OUT / "daily_run.json").write_text(json.dumps({"wall_s": wall, "contracts": contracts, "steps": timing}, indent=2))
-    return 0
+    con.close()
+    return {"wall_s": wall, "contracts": contracts, "candidates": candidates, "steps": timing}
 
 
 if __name__ == "__main__":

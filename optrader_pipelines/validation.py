@@ -173,6 +173,28 @@ def _greeks_expectations(gxe) -> list:
     ]
 
 
+def _condition_text(cond) -> str:
+    """GX 1.x stores a pandas row condition as {'pass_through_filter': '...', 'type': ...}."""
+    if isinstance(cond, dict):
+        return str(cond.get("pass_through_filter") or cond)
+    return str(cond or "")
+
+
+def _suite_columns(df: pd.DataFrame, expectations: list) -> pd.DataFrame:
+    cols: list[str] = []
+    for exp in expectations:
+        kw = exp.configuration.kwargs
+        names = [kw.get("column"), kw.get("column_A"), kw.get("column_B"), *(kw.get("column_list") or [])]
+        condition = _condition_text(kw.get("row_condition"))
+        if condition:
+            names += [c for c in df.columns if c in condition]
+        cols += [c for c in names if c and c not in cols]
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise KeyError(f"great-expectations suite needs columns missing from the frame: {missing}")
+    return df[cols].copy()
+
+
 def run_gx_suite(df: pd.DataFrame, suite_name: str) -> tuple[bool, pd.DataFrame]:
     """Validate ``df`` with the named suite (``option_chains`` or ``option_greeks``) in an ephemeral
     GX context. Returns (success, one row per expectation with its unexpected count)."""
@@ -191,9 +213,12 @@ def run_gx_suite(df: pd.DataFrame, suite_name: str) -> tuple[bool, pd.DataFrame]
     asset = source.add_dataframe_asset(name=suite_name)
     batch_def = asset.add_batch_definition_whole_dataframe(f"{suite_name}_batch")
     suite = ctx.suites.add(gx.ExpectationSuite(name=f"{suite_name}_suite"))
-    for exp in builders[suite_name](gxe):
+    expectations = builders[suite_name](gxe)
+    for exp in expectations:
         suite.add_expectation(exp)
-    batch = batch_def.get_batch(batch_parameters={"dataframe": df})
+    # GX copies and re-consolidates the frame per metric: hand it only the columns the suite reads
+    # (every row is still validated), which is 3-4x faster on a wide chain.
+    batch = batch_def.get_batch(batch_parameters={"dataframe": _suite_columns(df, expectations)})
     result = batch.validate(suite)
     rows = []
     for r in result.results:
@@ -205,6 +230,6 @@ def run_gx_suite(df: pd.DataFrame, suite_name: str) -> tuple[bool, pd.DataFrame]
                           f"{kwargs.get('column_A', '')} vs {kwargs.get('column_B', '')}".strip(" vs") or "table"),
             "success": bool(r.success),
             "unexpected_count": int((r.result or {}).get("unexpected_count") or 0),
-            "condition": kwargs.get("row_condition") or "",
+            "condition": _condition_text(kwargs.get("row_condition")),
         })
     return bool(result.success), pd.DataFrame(rows)

@@ -82,6 +82,21 @@ def test_rematerializing_a_day_replaces_rows_and_places_no_order_twice(first_run
     assert set(wh.query("SELECT DISTINCT run_id FROM option_chains")["run_id"]) == {again.run_id}
 
 
+def test_a_downstream_rerun_reads_its_inputs_from_the_warehouse(first_run):
+    """A run of only the trading assets loads option_greeks from DuckDB (written by an earlier
+    run), and scores the same candidates as the run that had it in memory."""
+    tmp, res, _ = first_run
+    wh = Warehouse(tmp / "optrader.duckdb")
+    before = wh.read_day("scored_opportunities", D1)
+    trading = [a for a in DAILY_ASSETS if a.key.path[-1] in ("scored_opportunities", "ranked_signals")]
+    result = dg.materialize([*DAILY_ASSETS, *DAILY_CHECKS], partition_key=D1.isoformat(), resources=res,
+                            selection=[a.key for a in trading], instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    after = wh.read_day("scored_opportunities", D1)
+    pd.testing.assert_frame_equal(before.reset_index(drop=True), after.reset_index(drop=True), check_dtype=False)
+    assert set(wh.query("SELECT DISTINCT run_id FROM scored_opportunities")["run_id"]) == {result.run_id}
+
+
 def test_the_book_carries_to_the_next_trading_day(first_run):
     tmp, res, _ = first_run
     wh = Warehouse(tmp / "optrader.duckdb")

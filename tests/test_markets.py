@@ -87,3 +87,31 @@ def test_files_market_errors_name_the_missing_day_or_symbol(shared_data):
         m.load_chain(dt.date(2018, 2, 1))
     with pytest.raises(ChainError, match="OPTRADER_UNIVERSE symbols with no chain on 2018-01-02.*QQQ"):
         FilesMarket(shared_data, universe=("SPX", "QQQ")).load_chain(dt.date(2018, 1, 2))
+
+
+def test_ar1_filter_matches_the_recursion():
+    from optrader_pipelines.market.synthetic import _ar1
+
+    x = np.random.default_rng(3).standard_normal(1300) * 0.01
+    a = np.exp(-0.6 / 252)
+    expected = np.empty_like(x)
+    prev = 0.0
+    for i, xi in enumerate(x):
+        prev = a * prev + xi
+        expected[i] = prev
+    np.testing.assert_allclose(_ar1(x, a), expected, rtol=0, atol=1e-14)
+
+
+def test_gx_suites_pass_clean_data_and_name_the_failing_expectation(small_chain, small_greeks):
+    from optrader_pipelines.validation import run_gx_suite
+
+    ok, results = run_gx_suite(small_chain, "option_chains")
+    assert ok and results["success"].all() and len(results) >= 10
+    bad = small_greeks.copy()
+    call = bad.index[(bad["option_type"] == "C") & bad["delta"].notna()][0]
+    bad.loc[call, "delta"] = -0.4  # a call delta below zero: only the conditional expectation sees it
+    ok, results = run_gx_suite(bad, "option_greeks")
+    failed = results[~results["success"]]
+    assert not ok and len(failed) == 1
+    row = failed.iloc[0]
+    assert row["target"] == "delta" and row["condition"] == 'option_type=="C"' and row["unexpected_count"] == 1

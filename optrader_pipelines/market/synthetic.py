@@ -22,7 +22,6 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 
 from .. import calendar as cal
 from ..chain import DropLog, conform
@@ -111,9 +110,15 @@ def _sessions(last_chunk: int) -> tuple[dt.date, ...]:
     return tuple(cal.trading_days(cal.FIRST_SESSION, end))
 
 
+@lru_cache(maxsize=8)
+def _session_array(last_chunk: int) -> np.ndarray:
+    return np.array(_sessions(last_chunk), dtype="datetime64[D]")
+
+
 def _session_index(day: dt.date) -> int:
-    days = _sessions(max(0, (day - cal.FIRST_SESSION).days // 700))
-    idx = int(np.searchsorted(np.array(days, dtype="datetime64[D]"), np.datetime64(day)))
+    last_chunk = max(0, (day - cal.FIRST_SESSION).days // 700)
+    days = _sessions(last_chunk)
+    idx = int(np.searchsorted(_session_array(last_chunk), np.datetime64(day)))
     if idx >= len(days) or days[idx] != day:
         raise cal.NotATradingDay(f"{day.isoformat()} is not an NYSE trading day")
     return idx
@@ -146,6 +151,21 @@ def _market_path(seed: int, n_chunks: int) -> tuple[np.ndarray, np.ndarray, np.n
     return regime, z, jumps
 
 
+def _ar1(x: np.ndarray, a: float, block: int = 256) -> np.ndarray:
+    """y[i] = a*y[i-1] + x[i] with y[-1] = 0, vectorized per block: within a block
+    y = a^i * cumsum(x / a^i) + a^(i+1) * y_prev (a^-block stays small, so no precision loss)."""
+    out = np.empty(len(x))
+    powers = a ** np.arange(block)
+    prev = 0.0
+    for start in range(0, len(x), block):
+        seg = x[start:start + block]
+        p = powers[: len(seg)]
+        y = p * np.cumsum(seg / p) + a * p * prev
+        out[start:start + len(seg)] = y
+        prev = y[-1]
+    return out
+
+
 @lru_cache(maxsize=512)
 def _price_path(seed: int, symbol: str, n_chunks: int) -> np.ndarray:
     """Closing prices for every session of ``n_chunks`` chunks."""
@@ -163,7 +183,7 @@ def _price_path(seed: int, symbol: str, n_chunks: int) -> np.ndarray:
     jumps = und.beta * jm + (0.0 if und.index else ji)
     decay = np.exp(-_KAPPA * dt_)
     # AR(1): dev[i] = decay * dev[i-1] + innovation[i]
-    dev = lfilter([1.0], [1.0, -decay], vol * np.sqrt(dt_) * shock + jumps)
+    dev = _ar1(vol * np.sqrt(dt_) * shock + jumps, decay)
     days = _sessions(n_chunks - 1)[: len(dev)]
     years = np.array([(d - _ANCHOR).days / 365.25 for d in days])
     drift = 0.07 if und.beta > 0.3 else 0.02
@@ -188,6 +208,11 @@ def spot_on(seed: int, symbol: str, day: dt.date) -> float:
 def expirations(day: dt.date, weeklies: bool, horizon_days: int = 370) -> list[dt.date]:
     """Weekly Fridays for 8 weeks (when the name has weeklies) and monthly third Fridays for a
     year; a Friday holiday moves to the prior session. Only dates after ``day``."""
+    return list(_expirations(day, weeklies, horizon_days))
+
+
+@lru_cache(maxsize=64)
+def _expirations(day: dt.date, weeklies: bool, horizon_days: int) -> tuple[dt.date, ...]:
     end = day + dt.timedelta(days=horizon_days)
     sessions = set(cal.trading_days(day, end + dt.timedelta(days=7)))
     out: set[dt.date] = set()
@@ -200,7 +225,7 @@ def expirations(day: dt.date, weeklies: bool, horizon_days: int = 370) -> list[d
                 e -= dt.timedelta(days=1)
             if e > day:
                 out.add(e)
-    return sorted(out)
+    return tuple(sorted(out))
 
 
 def _strike_step(und: Underlying, spot: float, t: float) -> float:
@@ -246,8 +271,9 @@ class SyntheticMarket(MarketSource):
         spot = round(spot_on(self.seed, und.symbol, day), 2)
         q = und.dividend_yield
         rng = _rng(self.seed, f"{und.symbol}|{day.isoformat()}", 0)
-        rows = []
-        for exp in expirations(day, und.weeklies):
+        exps = expirations(day, und.weeklies)
+        exp_idx, t_parts, strike_parts = [], [], []
+        for i, exp in enumerate(exps):
             t = (exp - day).days / 365.0
             atm_guess = und.vol * 1.5
             step = _strike_step(und, spot, t)
@@ -257,12 +283,15 @@ class SyntheticMarket(MarketSource):
             centre = np.round(spot / step) * step
             strikes = centre + width * np.arange(-n_side, n_side + 1)
             strikes = strikes[strikes >= 0.25 * spot]
-            rows.append(pd.DataFrame({"expiration": exp, "t": t, "strike": strikes}))
-        grid = pd.concat(rows, ignore_index=True)
-        grid = pd.concat([grid.assign(option_type="C"), grid.assign(option_type="P")], ignore_index=True)
-        t = grid["t"].to_numpy()
-        strike = grid["strike"].to_numpy()
-        is_call = (grid["option_type"] == "C").to_numpy()
+            exp_idx.append(np.full(len(strikes), i))
+            t_parts.append(np.full(len(strikes), t))
+            strike_parts.append(strikes)
+        # calls then puts over the same (expiration, strike) grid
+        exp_i = np.tile(np.concatenate(exp_idx), 2)
+        t = np.tile(np.concatenate(t_parts), 2)
+        strike = np.tile(np.concatenate(strike_parts), 2)
+        n_half = len(strike) // 2
+        is_call = np.arange(len(strike)) < n_half
         fwd = spot * np.exp((r - q) * t)
         k = np.log(strike / fwd)
         iv = self.surface(und, day, k, t)
@@ -281,17 +310,20 @@ class SyntheticMarket(MarketSource):
         base_oi = 4000 * und.liquidity * np.exp(-0.5 * z * z) * np.exp(-t)
         oi = np.floor(base_oi * rng.lognormal(0.0, 0.6, len(base_oi))).astype("int64")
         vol_traded = np.floor(oi * rng.uniform(0.0, 0.25, len(oi))).astype("int64")
-        exp_ts = pd.to_datetime(grid["expiration"])
         root = und.roots[0] if und.roots else und.symbol
+        exp_ts = pd.DatetimeIndex([pd.Timestamp(e) for e in exps])[exp_i]
+        option_type = np.where(is_call, "C", "P")
+        # OCC symbol: root padded to 6, yymmdd, C/P, strike x1000 in 8 digits
+        prefix = np.array([f"{root:<6}{e:%y%m%d}" for e in exps], dtype=object)[exp_i]
+        strike_code = np.char.zfill(np.round(strike * 1000).astype(np.int64).astype(str), 8)
         return pd.DataFrame({
             "quote_date": pd.Timestamp(day),
             "underlying": und.symbol,
             "root": root,
-            "option_symbol": (f"{root:<6}" + exp_ts.dt.strftime("%y%m%d") + grid["option_type"]
-                              + pd.Series(np.round(strike * 1000).astype(np.int64)).astype(str).str.zfill(8)),
+            "option_symbol": prefix + option_type.astype(object) + strike_code.astype(object),
             "expiration": exp_ts,
             "strike": strike,
-            "option_type": grid["option_type"],
+            "option_type": option_type,
             "exercise_style": "E" if und.index else "A",
             "settlement": "cash" if und.index else "physical",
             "bid": bid,
