@@ -62,6 +62,9 @@ OptionGreeksSchema = pa.DataFrameSchema(
         "theta": pa.Column(float, nullable=True),
         "vega": pa.Column(float, pa.Check.ge(0), nullable=True),
         "rho": pa.Column(float, nullable=True),
+        "vanna": pa.Column(float, nullable=True),
+        "volga": pa.Column(float, nullable=True),
+        "charm": pa.Column(float, nullable=True),
         "model_price": pa.Column(float, nullable=True),
     },
     checks=_chain_checks + [

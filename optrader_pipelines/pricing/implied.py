@@ -1,0 +1,171 @@
+"""Implied volatility from European prices: exact to machine precision, branch-free, vectorized.
+
+The price is reduced to the normalized out-of-the-money Black price
+``beta = (undiscounted price - intrinsic) / sqrt(F K)`` at ``x = -|ln(F/K)|``, and
+``b(x, s) = beta`` is solved for the total volatility ``s = sigma sqrt(T)``:
+
+* the inflection point ``s_c = sqrt(2|x|)`` splits the problem in two. Below it (``beta <= b(x, s_c)``)
+  the objective is ``ln b - ln beta`` (b is nearly exp(-x^2 / 2s^2) there, so the log is almost
+  linear in 1/s^2), started from the asymptotic form ``b ~ s^3/(sqrt(2 pi) x^2) exp(-x^2/2s^2 - s^2/8)``
+  solved by fixed point; above it the objective is ``b - beta``, started from the large-s form
+  ``N(-s/2) = (e^{x/2} - beta) / (e^{x/2} + e^{-x/2})``.
+* third-order Householder steps use the closed-form ratios ``b''/b' = x^2/s^3 - s/4`` and
+  ``b'''/b' = (b''/b')^2 - 3x^2/s^4 - 1/4``, inside a bracket that falls back to bisection;
+* the loop stops when every contract of a chunk has a step below ~4 ulp (usually 2 to 4 steps).
+
+Status codes (:data:`IV_STATUS`) say why an IV is NaN; an IV is never clamped or set to 0.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import ndtri
+
+from . import _runtime
+from .european import INV_SQRT2PI, ncdf, valid_inputs
+
+IV_STATUS = {
+    0: "ok",
+    1: "below intrinsic",
+    2: "above upper bound",
+    3: "zero time value",
+    4: "invalid input",
+    5: "no convergence",
+}
+IV_STATUS_ALL = {**IV_STATUS, 6: "no bid"}
+
+_S_MAX = 60.0  # total volatility bracket (sigma sqrt(T)); 500% for 3 years is 8.7
+_MAX_STEPS = 16
+_UNROLLED = 3  # most contracts converge in 2 or 3 steps; the loop runs only for the rest
+_STEP_TOL = 1e-11  # a third-order step this small leaves an error of order 1e-33
+
+
+def _b_and_ratios(x, s, ex, emx):
+    h = x / s
+    t = 0.5 * s
+    b = ex * ncdf(h + t) - emx * ncdf(h - t)
+    b1 = INV_SQRT2PI * jnp.exp(-0.5 * (h * h + t * t))
+    x2 = x * x
+    r2 = x2 / (s * s * s) - 0.25 * s
+    r3 = r2 * r2 - 3.0 * x2 / (s * s * s * s) - 0.25
+    return b, b1, r2, r3
+
+
+def _hermite_inverse(beta, b_a, s_a, d_a, b_b, s_b, d_b):
+    """Cubic Hermite interpolation of the inverse s(b) between (b_a, s_a) and (b_b, s_b) with
+    slopes ds/db = d_a, d_b; clipped to [s_a, s_b]."""
+    w = b_b - b_a
+    u = jnp.clip((beta - b_a) / w, 0.0, 1.0)
+    u2 = u * u
+    u3 = u2 * u
+    s = ((2 * u3 - 3 * u2 + 1) * s_a + (u3 - 2 * u2 + u) * w * d_a
+         + (-2 * u3 + 3 * u2) * s_b + (u3 - u2) * w * d_b)
+    return jnp.clip(s, s_a, s_b)
+
+
+def solve_total_vol(x, beta, max_steps: int = _MAX_STEPS):
+    """Total volatility s with b(x, s) = beta, for x <= 0 and 0 < beta < e^{x/2} (elementwise).
+
+    Four regions of beta, split as in Jaeckel's "Let's be rational" by the inflection point s_c
+    and the points s_l, s_u where the tangent at s_c meets 0 and the upper bound: below b_l an
+    asymptotic start and a log objective; between b_l and b_u a cubic Hermite interpolation of the
+    inverse as the start; above b_u the large-s form."""
+    ex = jnp.exp(0.5 * x)
+    emx = jnp.exp(-0.5 * x)
+    ax = -x
+    s_c = jnp.sqrt(2.0 * ax)
+    b_c = 0.5 * ex - emx * ncdf(-s_c)
+    d_c = INV_SQRT2PI * jnp.exp(-0.5 * ax)  # b'(s_c)
+    s_l = jnp.maximum(s_c - b_c / d_c, 0.0)
+    s_u = jnp.minimum(s_c + (ex - b_c) / d_c, _S_MAX)
+    s_l_ = jnp.maximum(s_l, 1e-300)
+    b_l, d_l, _, _ = _b_and_ratios(x, s_l_, ex, emx)
+    b_l = jnp.where(s_l > 0, b_l, 0.0)
+    b_u, d_u, _, _ = _b_and_ratios(x, s_u, ex, emx)
+    region = jnp.where(beta < b_l, 0, jnp.where(beta <= b_c, 1, jnp.where(beta <= b_u, 2, 3)))
+    lower = region == 0
+    log_beta = jnp.log(beta)
+
+    # region 0: fixed point on the asymptotic form b ~ s^3/(sqrt(2 pi) x^2) exp(-x^2/2s^2 - s^2/8)
+    big_l = -log_beta
+    s_lo = ax / jnp.sqrt(2.0 * big_l)
+    for _ in range(3):
+        rhs = big_l + jnp.log(s_lo ** 3 * INV_SQRT2PI / jnp.maximum(ax * ax, 1e-300)) - 0.125 * s_lo * s_lo
+        s_lo = ax / jnp.sqrt(2.0 * jnp.maximum(rhs, 1e-3))
+    # regions 1 and 2: Hermite interpolation of the inverse function
+    s_m1 = _hermite_inverse(beta, b_l, s_l, 1.0 / jnp.maximum(d_l, 1e-300), b_c, s_c, 1.0 / d_c)
+    s_m2 = _hermite_inverse(beta, b_c, s_c, 1.0 / d_c, b_u, s_u, 1.0 / jnp.maximum(d_u, 1e-300))
+    # region 3: large-s form N(-s/2) = (e^{x/2} - beta) / (e^{x/2} + e^{-x/2})
+    tail = jnp.clip((ex - beta) / (ex + emx), 1e-300, 0.5)
+    s_hi = -2.0 * ndtri(tail)
+    lo0 = jnp.select([region == 0, region == 1, region == 2], [jnp.zeros_like(s_c), s_l, s_c], s_u)
+    hi0 = jnp.select([region == 0, region == 1, region == 2], [s_l, s_c, s_u], jnp.full_like(s_c, _S_MAX))
+    s0 = jnp.select([region == 0, region == 1, region == 2], [s_lo, s_m1, s_m2], s_hi)
+    s0 = jnp.where(jnp.isfinite(s0) & (s0 > lo0) & (s0 < hi0), s0, 0.5 * (lo0 + hi0))
+
+    def step(carry):
+        it, s, lo, hi, active = carry
+        b, b1, r2, r3 = _b_and_ratios(x, s, ex, emx)
+        lam = b1 / b
+        g = jnp.where(lower, jnp.log(b) - log_beta, b - beta)
+        gp = jnp.where(lower, lam, b1)
+        h2 = jnp.where(lower, r2 - lam, r2)
+        h3 = jnp.where(lower, r3 - 3.0 * lam * r2 + 2.0 * lam * lam, r3)
+        nu = -g / gp
+        delta = nu * (1.0 + 0.5 * h2 * nu) / (1.0 + nu * (h2 + h3 * nu / 6.0))
+        lo_n = jnp.where(g < 0, s, lo)
+        hi_n = jnp.where(g > 0, s, hi)
+        converged = (jnp.abs(delta) <= _STEP_TOL * s) | (g == 0)
+        s_new = s + jnp.where(g == 0, 0.0, delta)
+        bad = ~converged & (~jnp.isfinite(s_new) | (s_new <= lo_n) | (s_new >= hi_n))
+        s_new = jnp.where(bad, 0.5 * (lo_n + hi_n), s_new)
+        done = converged
+        s_out = jnp.where(active, s_new, s)
+        return (it + 1, s_out, jnp.where(active, lo_n, lo), jnp.where(active, hi_n, hi), active & ~done)
+
+    def cond(carry):
+        it, _, _, _, active = carry
+        return (it < max_steps) & jnp.any(active)
+
+    carry = (0, s0, lo0, hi0, jnp.ones_like(lower))
+    for _ in range(min(_UNROLLED, max_steps)):  # unrolled: XLA fuses these steps into one pass
+        carry = step(carry)
+    _, s, _, _, active = jax.lax.while_loop(cond, step, carry)
+    return s, active
+
+
+def iv_kernel(price, S, K, T, r, q, is_call):
+    ok_in = valid_inputs(S, K, T, r, q) & jnp.isfinite(price) & (price >= 0)
+    S, K, T, r, q, price = (jnp.where(ok_in, a, b) for a, b in
+                            ((S, 100.0), (K, 100.0), (T, 1.0), (r, 0.0), (q, 0.0), (price, 10.0)))
+    df = jnp.exp(-r * T)
+    F = S * jnp.exp((r - q) * T)
+    undisc = price / df
+    sign = jnp.where(is_call, 1.0, -1.0)
+    intrinsic = jnp.maximum(sign * (F - K), 0.0)
+    time_value = undisc - intrinsic
+    x = -jnp.abs(jnp.log(F / K))
+    beta = time_value / jnp.sqrt(F * K)
+    b_max = jnp.exp(0.5 * x)
+    tol = 4e-16 * jnp.maximum(F, K)
+    status = jnp.where(~ok_in, 4,
+             jnp.where(time_value < -tol, 1,
+             jnp.where(beta >= b_max, 2,
+             jnp.where(time_value <= tol, 3, 0))))
+    solvable = status == 0
+    beta_ = jnp.where(solvable, beta, 0.5 * b_max)
+    s, unconverged = solve_total_vol(x, beta_)
+    status = jnp.where(solvable & (unconverged | ~jnp.isfinite(s)), 5, status)
+    iv = jnp.where(status == 0, s / jnp.sqrt(T), jnp.nan)
+    return iv, status.astype(jnp.int8)
+
+
+def implied_vol(price, S, K, T, r, q, is_call) -> tuple[np.ndarray, np.ndarray]:
+    """Black-Scholes-Merton implied volatility of European prices and a status code per contract
+    (0 ok; see :data:`IV_STATUS`). NaN wherever the status is not 0."""
+    arrs, calls = _runtime.as_arrays(price, S, K, T, r, q, is_call=is_call)
+    iv, status = _runtime.run(iv_kernel, arrs + [calls], [10.0, 100.0, 100.0, 1.0, 0.0, 0.0, True], 2)
+    return iv, status.astype(np.int8)
+
