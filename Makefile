@@ -35,7 +35,13 @@ test: install
 dev: install $(DAGSTER_HOME)/dagster.yaml
 	.venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-bench: install
+# py_vollib_vectorized (pricing benchmark only) lives outside the project's locked environment.
+.bench-deps/.installed: benchmarks/requirements-vollib.txt | .venv/.installed
+	$(UV) pip install --quiet --no-deps --target .bench-deps -r benchmarks/requirements-vollib.txt --python .venv/bin/python
+	touch $@
+
+bench: install .bench-deps/.installed
+	.venv/bin/python benchmarks/pricing.py
 	.venv/bin/python benchmarks/daily_run.py
 
 clean-data:

@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
 PAD_SIZES = (4_096, 65_536, 262_144, 1_048_576)
-CPU_CHUNK = 8_192
+CPU_CHUNK = 32_768
 
 
 def _configure_cache() -> None:

@@ -1,0 +1,148 @@
+"""Benchmark: the JAX engine against numpy+scipy, py_vollib_vectorized and QuantLib, side by side
+in one process on the same 1,000,000 random contracts. Prints options per second and ratios.
+
+Run with `make bench` (which also installs py_vollib_vectorized into .bench-deps/, outside the
+project's dependencies). Each timing is the median of REPEATS runs after a warm-up (compiles
+excluded and reported separately). Writes bench_results/pricing.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+if (ROOT / ".bench-deps").is_dir():
+    sys.path.append(str(ROOT / ".bench-deps"))
+
+import numpy as np  # noqa: E402
+
+from optrader_pipelines import pricing  # noqa: E402
+from optrader_pipelines.pricing import _runtime  # noqa: E402
+
+N = int(os.environ.get("BENCH_CONTRACTS", "1000000"))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
+QL_SUBSET = 20_000
+VOLLIB_SUBSET = int(os.environ.get("BENCH_VOLLIB_CONTRACTS", "200000"))
+
+
+def contracts(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    S = rng.uniform(20, 500, n)
+    K = S * np.exp(rng.normal(0, 0.15, n))
+    T = rng.integers(1, 730, n) / 365.0
+    r = rng.uniform(0.0, 0.05, n)
+    q = rng.uniform(0.0, 0.03, n)
+    sigma = rng.uniform(0.08, 0.9, n)
+    call = rng.random(n) < 0.5
+    return S, K, T, r, q, sigma, call
+
+
+def timed(fn, repeats: int = REPEATS) -> tuple[float, object]:
+    out = fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), out
+
+
+def main() -> int:
+    S, K, T, r, q, sigma, call = contracts(N)
+    results: dict[str, dict] = {}
+    print(f"pricing benchmark: {N:,} contracts, device {_runtime.platform()} x{len(_runtime.devices())}, "
+          f"median of {REPEATS}")
+
+    t0 = time.perf_counter()
+    pricing.bsm_greeks(S[:10], K[:10], T[:10], r[:10], q[:10], sigma[:10], call[:10])
+    g = pricing.bsm_greeks(S, K, T, r, q, sigma, call)
+    first_greeks = time.perf_counter() - t0
+    secs, g = timed(lambda: pricing.bsm_greeks(S, K, T, r, q, sigma, call))
+    results["engine price+5 greeks"] = {"seconds": secs, "per_s": N / secs, "first_call_s": first_greeks}
+
+    secs_np, g_np = timed(lambda: pricing.bsm_greeks_numpy(S, K, T, r, q, sigma, call), repeats=3)
+    results["numpy+scipy price+5 greeks"] = {"seconds": secs_np, "per_s": N / secs_np}
+    agree = max(float(np.max(np.abs(g[k] - g_np[k]) / np.maximum(np.abs(g_np[k]), 1e-8 * S))) for k in g)
+    results["numpy+scipy price+5 greeks"]["max_rel_diff_vs_engine"] = agree
+
+    price = g["price"]
+    t0 = time.perf_counter()
+    pricing.implied_vol(price, S, K, T, r, q, call)
+    first_iv = time.perf_counter() - t0
+    secs_iv, (iv, status) = timed(lambda: pricing.implied_vol(price, S, K, T, r, q, call))
+    vega_ok = g["vega"] >= 1e-3 * S * np.sqrt(T)
+    err = np.abs(iv - sigma)[vega_ok & (status == 0)]
+    results["engine implied vol"] = {"seconds": secs_iv, "per_s": N / secs_iv, "first_call_s": first_iv,
+                                     "max_abs_sigma_error_where_vega_material": float(err.max()),
+                                     "solved_fraction": float((status == 0).mean())}
+
+    try:
+        import py_vollib_vectorized as pvv
+    except ImportError as exc:
+        print(f"py_vollib_vectorized not available ({exc}); run `make bench` to install it into .bench-deps/")
+    else:
+        m = min(VOLLIB_SUBSET, N)
+        flag = np.where(call[:m], "c", "p")
+
+        def vollib():
+            return pvv.vectorized_implied_volatility(price[:m], S[:m], K[:m], T[:m], r[:m], flag, q=q[:m],
+                                                     model="black_scholes_merton", return_as="numpy",
+                                                     on_error="ignore")
+
+        secs_v, iv_v = timed(vollib, repeats=3)
+        ok = vega_ok[:m] & np.isfinite(iv_v)
+        results["py_vollib_vectorized implied vol"] = {
+            "seconds_per_contract": secs_v / m, "per_s": m / secs_v, "contracts": m,
+            "max_abs_sigma_error_where_vega_material": float(np.max(np.abs(iv_v - sigma[:m])[ok]))}
+
+    try:
+        import QuantLib as ql
+    except ImportError:
+        print("QuantLib not available (a dev dependency): skipped")
+    else:
+        m = min(QL_SUBSET, N)
+        today = ql.Date(2, 1, 2024)
+        ql.Settings.instance().evaluationDate = today
+        dc = ql.Actual365Fixed()
+        spot, rq, qq, vq = ql.SimpleQuote(1.0), ql.SimpleQuote(0.0), ql.SimpleQuote(0.0), ql.SimpleQuote(0.2)
+        process = ql.BlackScholesMertonProcess(
+            ql.QuoteHandle(spot), ql.YieldTermStructureHandle(ql.FlatForward(today, ql.QuoteHandle(qq), dc)),
+            ql.YieldTermStructureHandle(ql.FlatForward(today, ql.QuoteHandle(rq), dc)),
+            ql.BlackVolTermStructureHandle(ql.BlackConstantVol(today, ql.NullCalendar(), ql.QuoteHandle(vq), dc)))
+        engine = ql.AnalyticEuropeanEngine(process)
+        t0 = time.perf_counter()
+        for i in range(m):
+            spot.setValue(S[i]), rq.setValue(r[i]), qq.setValue(q[i]), vq.setValue(sigma[i])
+            opt = ql.VanillaOption(ql.PlainVanillaPayoff(ql.Option.Call if call[i] else ql.Option.Put, K[i]),
+                                   ql.EuropeanExercise(today + int(round(T[i] * 365))))
+            opt.setPricingEngine(engine)
+            opt.NPV(), opt.delta(), opt.gamma(), opt.theta(), opt.vega(), opt.rho()
+        secs_ql = time.perf_counter() - t0
+        results["QuantLib price+5 greeks (subset)"] = {"per_s": m / secs_ql, "contracts": m}
+
+    width = max(len(k) for k in results)
+    for name, res in results.items():
+        print(f"  {name:{width}s} {res['per_s'] / 1e6:9.2f} M options/s")
+    eng = results["engine price+5 greeks"]["per_s"]
+    print(f"  engine / numpy+scipy (price+5 greeks): {eng / results['numpy+scipy price+5 greeks']['per_s']:.1f}x")
+    if "py_vollib_vectorized implied vol" in results:
+        ratio = results["engine implied vol"]["per_s"] / results["py_vollib_vectorized implied vol"]["per_s"]
+        print(f"  engine / py_vollib_vectorized (implied vol): {ratio:.1f}x")
+    if "QuantLib price+5 greeks (subset)" in results:
+        print(f"  engine / QuantLib (price+5 greeks): {eng / results['QuantLib price+5 greeks (subset)']['per_s']:.0f}x")
+    print(f"  IV max |d sigma| where vega >= 1e-3 S sqrt(T): "
+          f"{results['engine implied vol']['max_abs_sigma_error_where_vega_material']:.1e}; first calls (compile or "
+          f"cache load): greeks {first_greeks:.2f} s, IV {first_iv:.2f} s")
+    out = ROOT / "bench_results"
+    out.mkdir(exist_ok=True)
+    (out / f"pricing_{_runtime.platform()}.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
