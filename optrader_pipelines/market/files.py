@@ -27,6 +27,7 @@ import pandas as pd
 
 from .. import calendar as cal
 from ..chain import ChainError, DropLog, conform, drop_bad_quotes
+from ..pricing.table import dividend_yield_from_forward
 from . import ChainLoad, MarketSource
 
 INDEX_ROOTS = {
@@ -386,7 +387,7 @@ class FilesMarket(MarketSource):
         rates = self.rates(files)
         chain = chain.assign(rate=rates.on(day), multiplier=100)
         t = (chain["expiration"] - chain["quote_date"]).dt.days / 365.0
-        from_fwd = chain["rate"] - np.log(chain["forward"] / chain["underlying_price"]) / t
+        from_fwd = dividend_yield_from_forward(chain["underlying_price"], chain["forward"], t, chain["rate"])
         chain["dividend_yield"] = np.where(chain["forward"].notna(), from_fwd, implied_dividend_yields(chain))
         chain["volume"] = chain["volume"].astype("int64")
         chain["open_interest"] = chain["open_interest"].astype("int64")

@@ -121,14 +121,11 @@ def run(kernel, arrays: list[np.ndarray], pad_values: list, n_out: int) -> list[
 
 def as_arrays(*values, is_call) -> tuple[list[np.ndarray], np.ndarray]:
     """Broadcast scalars and arrays to one length as contiguous float64 (and a bool call flag)."""
-    arrs = [np.asarray(a, dtype=np.float64) for a in values]
-    flags = np.asarray(is_call, dtype=bool)
-    n = max([a.size for a in arrs] + [flags.size])
-    arrs = [np.ascontiguousarray(np.broadcast_to(a.reshape(-1) if a.size == n else a, (n,)))
-            if a.size in (1, n) else _bad_shape(a, n) for a in arrs]
-    calls = np.ascontiguousarray(np.broadcast_to(flags.reshape(-1) if flags.size == n else flags, (n,)))
-    return arrs, calls
-
-
-def _bad_shape(a: np.ndarray, n: int):
-    raise ValueError(f"input of {a.size} values does not broadcast to {n} contracts")
+    arrs = [np.asarray(a, dtype=np.float64).reshape(-1) for a in values]
+    flags = np.asarray(is_call, dtype=bool).reshape(-1)
+    n = max(a.size for a in [*arrs, flags])
+    for a in [*arrs, flags]:
+        if a.size not in (1, n):
+            raise ValueError(f"input of {a.size} values does not broadcast to {n} contracts")
+    return ([np.ascontiguousarray(np.broadcast_to(a, (n,))) for a in arrs],
+            np.ascontiguousarray(np.broadcast_to(flags, (n,))))
