@@ -54,6 +54,8 @@ OptionGreeksSchema = pa.DataFrameSchema(
         "dte": pa.Column(int, pa.Check.gt(0), coerce=True),
         "t_years": pa.Column(float, pa.Check.gt(0)),
         "carry_yield": pa.Column(float, nullable=True),
+        "carry_source": pa.Column(str, pa.Check.isin(["vendor forward", "parity forward", "dividend yield"])),
+        "pricing_model": pa.Column(str, pa.Check.isin(["bsm", "american_qdfp"])),
         "iv": pa.Column(float, pa.Check.in_range(0.0, 10.0, include_min=False), nullable=True),
         "iv_status": pa.Column(str, pa.Check.isin(["ok", "below intrinsic", "above upper bound", "zero time value",
                                                    "invalid input", "no convergence", "no bid"])),

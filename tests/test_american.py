@@ -1,47 +1,138 @@
-"""American exercise: the Leisen-Reimer reference tree against QuantLib, and where the
-Bjerksund-Stensland 2002 approximation stands against that tree (work in progress: the issue's
-1e-3 relative target is not met yet; the bound below is the measured one)."""
+"""American exercise: the fixed-point engine against QuantLib's implementation of the same method
+and against a 2,000-step Leisen-Reimer tree (itself checked against QuantLib's); Greeks against
+finite differences; American implied volatility round trips; bad inputs."""
 
 import numpy as np
 import pytest
 
-from optrader_pipelines.pricing import bsm_price_numpy
-from optrader_pipelines.pricing.american import american_price, leisen_reimer_price
+from optrader_pipelines.pricing import (american_greeks, american_implied_vol, american_price, bsm_price_numpy,
+                                        leisen_reimer_price)
 
 ql = pytest.importorskip("QuantLib")
 
+TODAY = ql.Date(2, 1, 2024)
 
-def _contracts(n, seed=5):
+
+def _contracts(n, seed=5, days=(20, 730)):
     rng = np.random.default_rng(seed)
-    T = rng.integers(20, 730, n) / 365.0
-    return (np.full(n, 100.0), rng.uniform(80, 120, n), T, rng.uniform(0.0, 0.06, n), rng.uniform(0, 0.04, n),
-            rng.uniform(0.1, 0.6, n), rng.random(n) < 0.5)
+    T = rng.integers(*days, n) / 365.0
+    return (np.full(n, 100.0), rng.uniform(70, 130, n), T, rng.uniform(0.0, 0.08, n), rng.uniform(0, 0.05, n),
+            rng.uniform(0.08, 0.8, n), rng.random(n) < 0.5)
+
+
+def _ql_option(S, K, T, r, q, sig, call, engine):
+    ql.Settings.instance().evaluationDate = TODAY
+    dc = ql.Actual365Fixed()
+    process = ql.BlackScholesMertonProcess(
+        ql.QuoteHandle(ql.SimpleQuote(S)), ql.YieldTermStructureHandle(ql.FlatForward(TODAY, q, dc)),
+        ql.YieldTermStructureHandle(ql.FlatForward(TODAY, r, dc)),
+        ql.BlackVolTermStructureHandle(ql.BlackConstantVol(TODAY, ql.NullCalendar(), sig, dc)))
+    opt = ql.VanillaOption(ql.PlainVanillaPayoff(ql.Option.Call if call else ql.Option.Put, K),
+                           ql.AmericanExercise(TODAY, TODAY + int(round(T * 365))))
+    opt.setPricingEngine(engine(process))
+    return opt.NPV()
 
 
 def test_leisen_reimer_tree_matches_quantlib():
     S, K, T, r, q, sig, call = _contracts(8)
-    today = ql.Date(2, 1, 2024)
-    ql.Settings.instance().evaluationDate = today
-    dc = ql.Actual365Fixed()
     ours = leisen_reimer_price(S, K, T, r, q, sig, call, steps=2001)
     for i in range(len(S)):
-        process = ql.BlackScholesMertonProcess(
-            ql.QuoteHandle(ql.SimpleQuote(S[i])), ql.YieldTermStructureHandle(ql.FlatForward(today, q[i], dc)),
-            ql.YieldTermStructureHandle(ql.FlatForward(today, r[i], dc)),
-            ql.BlackVolTermStructureHandle(ql.BlackConstantVol(today, ql.NullCalendar(), sig[i], dc)))
-        opt = ql.VanillaOption(ql.PlainVanillaPayoff(ql.Option.Call if call[i] else ql.Option.Put, K[i]),
-                               ql.AmericanExercise(today, today + int(round(T[i] * 365))))
-        opt.setPricingEngine(ql.BinomialVanillaEngine(process, "lr", 2001))
-        assert ours[i] == pytest.approx(opt.NPV(), rel=1e-9)
+        ref = _ql_option(S[i], K[i], T[i], r[i], q[i], sig[i], call[i],
+                         lambda p: ql.BinomialVanillaEngine(p, "lr", 2001))
+        assert ours[i] == pytest.approx(ref, rel=1e-9)
 
 
-def test_bjerksund_stensland_is_bounded_by_european_and_close_to_the_tree():
-    S, K, T, r, q, sig, call = _contracts(40)
-    am = american_price(S, K, T, r, q, sig, call)
+def test_fixed_point_engine_is_quantlibs_method():
+    S, K, T, r, q, sig, call = _contracts(60, seed=11)
+    r = np.maximum(r, 0.005)
+    ours = american_price(S, K, T, r, q, sig, call)
+    scheme = ql.QdFpAmericanEngine.fastScheme()
+    ref = np.array([_ql_option(S[i], K[i], T[i], r[i], q[i], sig[i], call[i],
+                               lambda p: ql.QdFpAmericanEngine(p, scheme, ql.QdFpAmericanEngine.FP_B))
+                    for i in range(len(S))])
+    rel = np.abs(ours - ref) / ref
+    # identical arithmetic: agreement to rounding, except where QuantLib's QD+ start falls back
+    # from Halley to Brent (low volatility) and lands on a slightly different start (measured 5e-6)
+    assert np.median(rel) < 1e-13
+    assert np.mean(rel < 1e-10) > 0.9 and rel.max() < 1e-5
+
+
+def test_american_prices_within_1e_3_of_a_2000_step_tree():
+    S, K, T, r, q, sig, call = _contracts(120, seed=3, days=(1, 1095))
     tree = leisen_reimer_price(S, K, T, r, q, sig, call, steps=2001)
-    euro = bsm_price_numpy(S, K, T, r, q, sig, call)
-    assert np.all(am >= euro - 1e-12) and np.all(am >= np.maximum(np.where(call, S - K, K - S), 0))
-    rel = np.abs(am - tree) / tree
+    ours = american_price(S, K, T, r, q, sig, call)
+    material = tree >= 1e-4 * S  # a tree is no reference below a hundredth of a cent per 100 of spot
+    rel = np.abs(ours - tree) / tree
+    assert material.sum() > 100
+    assert rel[material].max() < 1e-3 and np.median(rel[material]) < 1e-4
+    assert np.all(np.abs(ours - tree)[~material] < 1e-4 * S[~material])
+    european = bsm_price_numpy(S, K, T, r, q, sig, call)
+    intrinsic = np.maximum(np.where(call, S - K, K - S), 0)
+    assert np.all(ours >= european - 1e-12) and np.all(ours >= intrinsic)
+    # a call with no dividend is never exercised early: exactly the European price
+    assert american_price(100.0, 95.0, 1.0, 0.05, 0.0, 0.3, True)[0] == pytest.approx(
+        bsm_price_numpy(100.0, 95.0, 1.0, 0.05, 0.0, 0.3, True), rel=1e-13)
+
+
+def test_bjerksund_stensland_2002_is_the_faster_coarser_method():
+    S, K, T, r, q, sig, call = _contracts(40)
+    bs = american_price(S, K, T, r, q, sig, call, method="bs2002")
+    tree = leisen_reimer_price(S, K, T, r, q, sig, call, steps=2001)
+    assert np.all(bs >= bsm_price_numpy(S, K, T, r, q, sig, call) - 1e-12)
+    rel = np.abs(bs - tree) / tree
     assert np.median(rel) < 3e-3 and rel.max() < 3e-2  # measured: median 1.1e-3, max 2.5e-2
-    no_dividend_call = american_price(100.0, 100.0, 1.0, 0.05, 0.0, 0.3, True)[0]
-    assert no_dividend_call == pytest.approx(bsm_price_numpy(100.0, 100.0, 1.0, 0.05, 0.0, 0.3, True), rel=1e-12)
+    with pytest.raises(ValueError, match="unknown American method"):
+        american_price(S, K, T, r, q, sig, call, method="tree")
+
+
+def test_american_greeks_are_the_derivatives_of_the_price():
+    S, K, T, r, q, sig, call = _contracts(24, seed=8, days=(30, 600))
+    g = american_greeks(S, K, T, r, q, sig, call)
+    assert np.allclose(g["price"], american_price(S, K, T, r, q, sig, call), rtol=1e-13)
+
+    def p(dS=0.0, dT=0.0, dr=0.0, dv=0.0):
+        return american_price(S + dS, K, T + dT, r + dr, q, sig + dv, call)
+
+    hS, hT, hr, hv = 1e-3 * S, 1e-4, 1e-5, 1e-4
+    fd = {
+        "delta": (p(dS=hS) - p(dS=-hS)) / (2 * hS),
+        "gamma": (p(dS=hS) - 2 * p() + p(dS=-hS)) / hS ** 2,
+        "theta": -(p(dT=hT) - p(dT=-hT)) / (2 * hT),
+        "vega": (p(dv=hv) - p(dv=-hv)) / (2 * hv),
+        "rho": (p(dr=hr) - p(dr=-hr)) / (2 * hr),
+        "vanna": (p(dS=hS, dv=hv) - p(dS=hS, dv=-hv) - p(dS=-hS, dv=hv) + p(dS=-hS, dv=-hv)) / (4 * hS * hv),
+        "volga": (p(dv=hv) - 2 * p() + p(dv=-hv)) / hv ** 2,
+        "charm": -(p(dS=hS, dT=hT) - p(dS=hS, dT=-hT) - p(dS=-hS, dT=hT) + p(dS=-hS, dT=-hT)) / (4 * hS * hT),
+    }
+    for name, approx in fd.items():
+        scale = np.maximum(np.abs(g[name]), 1e-2 * np.max(np.abs(g[name])))
+        assert np.max(np.abs(g[name] - approx) / scale) < 2e-3, name
+
+
+def test_american_implied_vol_round_trip_and_status():
+    S, K, T, r, q, sig, call = _contracts(80, seed=21, days=(1, 1095))
+    price = american_price(S, K, T, r, q, sig, call)
+    iv, status = american_implied_vol(price, S, K, T, r, q, call)
+    vega = american_greeks(S, K, T, r, q, sig, call)["vega"]
+    material = vega >= 1e-3 * S * np.sqrt(T)
+    assert np.all(status[material] == 0)
+    assert np.max(np.abs(iv - sig)[material]) < 1e-10
+    solved = status == 0
+    back = american_price(S[solved], K[solved], T[solved], r[solved], q[solved], iv[solved], call[solved])
+    assert np.allclose(back, price[solved], rtol=1e-12, atol=1e-12 * 100)
+    assert np.all(np.isnan(iv[~solved]))
+    # below intrinsic, above the bound, at intrinsic (deep ITM put, exercised now), bad input
+    iv, status = american_implied_vol([15.0, 101.0, 50.0, np.nan, 5.0], [100.0, 100.0, 50.0, 100.0, 100.0],
+                                      [120.0, 100.0, 100.0, 100.0, 100.0], 0.5, 0.05, 0.0,
+                                      [False, True, False, True, True])
+    assert status.tolist()[:4] == [1, 2, 3, 4] and np.isnan(iv[:4]).all()
+    assert status[4] == 0 and 0.05 < iv[4] < 1.0  # no poisoned neighbour
+
+
+def test_invalid_inputs_give_nan_without_poisoning_the_batch():
+    S = np.array([100.0, -1.0, 100.0, np.nan, 100.0])
+    T = np.array([0.5, 0.5, 0.0, 0.5, 0.5])
+    out = american_price(S, 100.0, T, 0.05, 0.01, 0.3, False)
+    assert np.isnan(out[1:4]).all() and np.isfinite(out[[0, 4]]).all()
+    g = american_greeks(S, 100.0, T, 0.05, 0.01, 0.3, False)
+    assert all(np.isnan(v[1:4]).all() and np.isfinite(v[[0, 4]]).all() for v in g.values())

@@ -115,3 +115,28 @@ def test_a_new_chain_length_does_not_recompile():
     after = _runtime._compiled.cache_info()
     assert after.misses == before.misses and after.hits == before.hits + 1
     assert len(iv) == 3001 and np.all(status == 0)
+
+
+def test_greeks_table_prices_each_contract_with_its_exercise_style_and_parity_forwards():
+    import datetime as dt
+
+    from optrader_pipelines.market.synthetic import SyntheticMarket
+    from optrader_pipelines.pricing import american_price, greeks_table, parity_forwards
+
+    chain = SyntheticMarket(universe=("SPX", "AAPL"), strikes_per_side=8).load_chain(dt.date(2025, 3, 14)).chain
+    table = greeks_table(chain)
+    am = table[(table["exercise_style"] == "A") & (table["iv_status"] == "ok")]
+    eu = table[(table["exercise_style"] == "E") & (table["iv_status"] == "ok")]
+    assert len(am) > 50 and len(eu) > 50
+    assert set(am["pricing_model"]) == {"american_qdfp"} and set(eu["pricing_model"]) == {"bsm"}
+    # an American row's IV reprices its mid under the American model
+    back = american_price(am["underlying_price"], am["strike"], am["t_years"], am["rate"], am["carry_yield"],
+                          am["iv"], am["option_type"] == "C")
+    assert np.allclose(back, am["mid"], rtol=1e-9)
+    # European rows without a vendor forward take the parity forward of their expiry
+    assert set(eu["carry_source"]) == {"parity forward"} and set(am["carry_source"]) == {"dividend yield"}
+    par = parity_forwards(chain[chain["exercise_style"] == "E"])
+    true_q = chain.loc[chain["exercise_style"] == "E", "dividend_yield"].iloc[0]
+    near = par.merge(chain[["underlying", "expiration", "quote_date"]].drop_duplicates(), on=["underlying", "expiration"])
+    long_dated = (near["expiration"] - near["quote_date"]).dt.days > 60
+    assert np.median(np.abs(near.loc[long_dated, "dividend_yield"] - true_q)) < 2e-3

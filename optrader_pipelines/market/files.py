@@ -27,7 +27,7 @@ import pandas as pd
 
 from .. import calendar as cal
 from ..chain import ChainError, DropLog, conform, drop_bad_quotes
-from ..pricing.table import dividend_yield_from_forward
+from ..pricing.forwards import dividend_yield_from_forward, implied_dividend_yields
 from . import ChainLoad, MarketSource
 
 INDEX_ROOTS = {
@@ -290,34 +290,6 @@ class RateSeries:
         dates = pd.to_datetime(df["date"], errors="coerce")
         s = pd.Series(values.to_numpy(), index=dates).dropna().sort_index()
         return cls(series=s, source=f"fred:{path.name}")
-
-
-def implied_dividend_yields(chain: pd.DataFrame, n_strikes: int = 5) -> pd.Series:
-    """Per-row dividend yield implied by put-call parity at the strikes nearest the money.
-
-    For each (underlying, expiration): F_i = K_i + e^{rT}(C_mid - P_mid) over up to ``n_strikes``
-    strikes nearest the spot where both call and put have a bid; F = median F_i and
-    q = r - ln(F/S)/T. Expiries with no usable pair get q = 0.
-    """
-    mid = (chain["bid"] + chain["ask"]) / 2
-    quoted = chain["bid"] > 0
-    t = (chain["expiration"] - chain["quote_date"]).dt.days / 365.0
-    base = chain.assign(mid=mid, t=t)[quoted]
-    calls = base[base["option_type"] == "C"].set_index(["underlying", "expiration", "strike"])
-    puts = base[base["option_type"] == "P"].set_index(["underlying", "expiration", "strike"])
-    pairs = calls[["mid", "t", "rate", "underlying_price"]].join(puts[["mid"]], rsuffix="_put", how="inner").reset_index()
-    result = pd.Series(0.0, index=chain.index)
-    if pairs.empty:
-        return result
-    pairs["dist"] = (pairs["strike"] - pairs["underlying_price"]).abs()
-    pairs["fwd"] = pairs["strike"] + np.exp(pairs["rate"] * pairs["t"]) * (pairs["mid"] - pairs["mid_put"])
-    near = pairs.sort_values("dist").groupby(["underlying", "expiration"]).head(n_strikes)
-    agg = near.groupby(["underlying", "expiration"]).agg(
-        fwd=("fwd", "median"), t=("t", "first"), rate=("rate", "first"), spot=("underlying_price", "first"))
-    agg["q"] = (agg["rate"] - np.log(agg["fwd"] / agg["spot"]) / agg["t"]).clip(-5.0, 5.0)
-    keys = pd.MultiIndex.from_frame(chain[["underlying", "expiration"]])
-    q = agg["q"].reindex(keys).to_numpy()
-    return pd.Series(np.nan_to_num(q, nan=0.0), index=chain.index)
 
 
 class FilesMarket(MarketSource):

@@ -7,9 +7,9 @@ per-(seed, symbol, chunk) random streams, so extending the calendar never change
 
 Implied volatility surface per day: ATM level from the regime plus a variance premium, a term
 structure that is upward sloping when calm and inverted when stressed, and a smile with
-negative skew and curvature in standardized moneyness. Quotes are BSM prices (indexes are
-European and cash settled; equities and ETFs American and physically settled, quoted no lower
-than intrinsic) with bid/ask spreads that widen away from the money and at low prices, ticks of
+negative skew and curvature in standardized moneyness. Quotes are model prices: BSM for indexes
+(European, cash settled), the engine's American model for equities and ETFs (American, physically
+settled, so never below intrinsic), with bid/ask spreads that widen away from the money and at low prices, ticks of
 0.01 (penny names) or 0.05, and volume/open interest that peak at the money.
 """
 
@@ -25,7 +25,7 @@ import pandas as pd
 
 from .. import calendar as cal
 from ..chain import DropLog, conform
-from ..pricing import bsm_price_numpy
+from ..pricing import american_price, bsm_price_numpy
 from . import ChainLoad, MarketSource
 
 
@@ -295,9 +295,10 @@ class SyntheticMarket(MarketSource):
         fwd = spot * np.exp((r - q) * t)
         k = np.log(strike / fwd)
         iv = self.surface(und, day, k, t)
-        theo = bsm_price_numpy(spot, strike, t, r, q, iv, is_call)
-        if not und.index:  # American: never quoted below intrinsic
-            theo = np.maximum(theo, np.where(is_call, spot - strike, strike - spot))
+        if und.index:
+            theo = bsm_price_numpy(spot, strike, t, r, q, iv, is_call)
+        else:  # American exercise: the engine's American model, never below intrinsic
+            theo = american_price(spot, strike, t, r, q, iv, is_call)
         tick = np.where((theo < 3.0) & und.penny, 0.01, 0.05)
         z = np.abs(k) / (iv * np.sqrt(t))
         rel = 0.015 + 0.02 * z + 0.03 / np.sqrt(und.liquidity)

@@ -51,6 +51,12 @@ def _npdf(x):
     return INV_SQRT2PI * jnp.exp(-0.5 * x * x)
 
 
+def _safe_sqrt(h):
+    """sqrt(max(h, 0)) whose derivative is 0, not NaN, at h <= 0 (the boundary at tau = 0)."""
+    pos = h > 0.0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, h, 1.0)), 0.0)
+
+
 def _clenshaw(coef, t):
     """Chebyshev series sum_j coef[..., j] T_j(t), coef (B, NODES), t (B, Q)."""
     b1 = jnp.zeros_like(t)
@@ -62,9 +68,9 @@ def _clenshaw(coef, t):
 
 def _boundary(coef, tau, T, xmax):
     """B(tau) from the interpolated H = ln(B/X)^2; tau (B, Q)."""
-    t = 2.0 * jnp.sqrt(jnp.maximum(tau, 0.0) / T[:, None]) - 1.0
+    t = 2.0 * _safe_sqrt(tau / T[:, None]) - 1.0
     h = _clenshaw(coef, t)
-    return xmax[:, None] * jnp.exp(-jnp.sqrt(jnp.maximum(h, 0.0)))
+    return xmax[:, None] * jnp.exp(-_safe_sqrt(h))
 
 
 def _qd_plus_boundary(K, r, q, v, tau, xmax, S):
@@ -134,7 +140,7 @@ def american_put(S, K, T, r, q, v):
     d_p_tau = None
     for k in range(FP_STEPS):
         coef = y @ _TO_COEF
-        b = xmax[:, None] * jnp.exp(-jnp.sqrt(jnp.maximum(y[:, 1:], 0.0)))
+        b = xmax[:, None] * jnp.exp(-_safe_sqrt(y[:, 1:]))
         Bu = _boundary(coef, u.reshape(u.shape[0], -1), T, xmax).reshape(u.shape)
         dp_u, dm_u = _d(tau[:, :, None] - u, b[:, :, None] / Bu, rc[:, :, None], qc[:, :, None], vc[:, :, None])
         ni = jnp.sum(er_u * ncdf(dm_u), axis=-1)

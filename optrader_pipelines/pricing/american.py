@@ -203,7 +203,7 @@ def american_greeks(S, K, T, r, q, sigma, is_call, *, method: str = "qdfp") -> d
 
 
 _IV_STEPS = 40
-_IV_TOL = 1e-12  # relative step in sigma at which a contract is done
+_IV_TOL = 1e-10  # relative step in sigma at which a contract is done (the model is smooth to ~1e-13)
 
 
 def _iv_kernel(method):
@@ -216,6 +216,7 @@ def _iv_kernel(method):
         intrinsic = jnp.maximum(jnp.where(is_call, S - K, K - S), 0.0)
         upper = jnp.where(is_call, S, K)
         tol = 4e-16 * jnp.maximum(S, K) + 1e-13 * price
+        price_floor = 8e-16 * jnp.maximum(S, K)  # the price's own rounding: nothing to gain below it
         time_value = price - intrinsic
         status = jnp.where(~ok, 4, jnp.where(time_value < -tol, 1, jnp.where(price >= upper, 2,
                            jnp.where(time_value <= tol, 3, 0))))
@@ -239,8 +240,10 @@ def _iv_kernel(method):
             lo = jnp.where(g < 0, v, lo)
             hi = jnp.where(g > 0, v, hi)
             new = v - g / vega
-            new = jnp.where(jnp.isfinite(new) & (new > lo) & (new < hi), new, 0.5 * (lo + hi))
-            done = (jnp.abs(new - v) <= _IV_TOL * v) | (g == 0)
+            new = jnp.where(jnp.isfinite(new) & (new >= lo) & (new <= hi), new, 0.5 * (lo + hi))
+            matched = jnp.abs(g) <= price_floor  # v already prices the quote to rounding: keep it
+            new = jnp.where(matched, v, new)
+            done = matched | (jnp.abs(new - v) <= _IV_TOL * v)
             return it + 1, jnp.where(active, new, v), lo, hi, active & ~done
 
         def cond(carry):

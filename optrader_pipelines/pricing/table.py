@@ -5,25 +5,50 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .american import american_greeks, american_implied_vol
 from .european import bsm_greeks
+from .forwards import dividend_yield_from_forward, parity_forwards
 from .implied import IV_STATUS_ALL, implied_vol
 
+MODELS = {"E": "bsm", "A": "american_qdfp"}
+CARRY_SOURCES = ("vendor forward", "parity forward", "dividend yield")
 
-def dividend_yield_from_forward(S, F, T, r) -> np.ndarray:
-    """Continuous dividend yield implied by a forward: q = r - ln(F/S)/T."""
-    S, F, T, r = (np.asarray(a, dtype=np.float64) for a in (S, F, T, r))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return r - np.log(F / S) / T
+
+def carry_yields(chain: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(q per row, its source per row): the vendor's forward where the row has one; else, for
+    European-style rows, the forward implied by put-call parity on the chain's expiry; else the
+    chain's continuous ``dividend_yield``."""
+    t = (chain["expiration"] - chain["quote_date"]).dt.days.to_numpy(dtype=np.float64) / 365.0
+    S = chain["underlying_price"].to_numpy(dtype=np.float64)
+    r = chain["rate"].to_numpy(dtype=np.float64)
+    fwd = chain["forward"].to_numpy(dtype=np.float64)
+    q = chain["dividend_yield"].to_numpy(dtype=np.float64).copy()
+    source = np.full(len(chain), CARRY_SOURCES[2], dtype=object)
+    european = (chain["exercise_style"] == "E").to_numpy()
+    if european.any():
+        par = parity_forwards(chain[european & ~np.isfinite(fwd)])
+        if not par.empty:
+            keys = pd.MultiIndex.from_frame(chain[["underlying", "expiration"]])
+            q_par = par.set_index(["underlying", "expiration"])["dividend_yield"].reindex(keys).to_numpy(np.float64)
+            use = european & ~np.isfinite(fwd) & np.isfinite(q_par)
+            q[use] = q_par[use]
+            source[use] = CARRY_SOURCES[1]
+    vendor = np.isfinite(fwd)
+    q[vendor] = dividend_yield_from_forward(S[vendor], fwd[vendor], t[vendor], r[vendor])
+    source[vendor] = CARRY_SOURCES[0]
+    return q, source
 
 
 def greeks_table(chain, *, price_column: str = "mid"):
-    """The chain plus ``mid, dte, t_years, carry_yield, iv, iv_status, delta, gamma, theta, vega, rho``.
+    """The chain plus ``mid, dte, t_years, carry_yield, carry_source, pricing_model, iv, iv_status``,
+    the Greeks and ``model_price``.
 
-    IV is solved from the mid quote (NaN when there is no bid: a one-sided quote has no mid),
-    with the vendor forward when the row has one, else the row's dividend yield. Greeks are at
-    that IV. Units: theta per calendar day, vega per volatility point, rho per rate point, vanna
-    (change of delta) per volatility point, volga (change of vega per point) per volatility point,
-    charm (change of delta) per calendar day.
+    IV is solved from the mid quote (NaN when there is no bid: a one-sided quote has no mid) with
+    the model of the contract's exercise style: Black-Scholes-Merton for European, the American
+    fixed-point engine for American (its Greeks are exact derivatives of that model). The carry
+    yield comes from :func:`carry_yields`. Greeks are at the IV. Units: theta per calendar day,
+    vega per volatility point, rho per rate point, vanna (change of delta) per volatility point,
+    volga (change of vega per point) per volatility point, charm (change of delta) per calendar day.
     """
     out = chain.copy()
     mid = ((out["bid"] + out["ask"]) / 2.0).where(out["bid"] > 0)
@@ -34,26 +59,39 @@ def greeks_table(chain, *, price_column: str = "mid"):
     out["t_years"] = t
     S = out["underlying_price"].to_numpy(dtype=np.float64)
     r = out["rate"].to_numpy(dtype=np.float64)
-    fwd = out["forward"].to_numpy(dtype=np.float64)
-    q = np.where(np.isfinite(fwd), dividend_yield_from_forward(S, fwd, t, r), out["dividend_yield"].to_numpy(dtype=np.float64))
+    q, source = carry_yields(out)
     out["carry_yield"] = q
+    out["carry_source"] = source
     K = out["strike"].to_numpy(dtype=np.float64)
     is_call = (out["option_type"] == "C").to_numpy()
     price = out[price_column].to_numpy(dtype=np.float64)
-    iv, status = implied_vol(price, S, K, t, r, q, is_call)
+    american = (out["exercise_style"] == "A").to_numpy()
+    out["pricing_model"] = np.where(american, MODELS["A"], MODELS["E"])
+
+    n = len(out)
+    iv = np.full(n, np.nan)
+    status = np.full(n, 4, dtype=np.int8)
+    greeks = {k: np.full(n, np.nan) for k in ("price", "delta", "gamma", "theta", "vega", "rho",
+                                              "vanna", "volga", "charm")}
+    for rows, solve, model in ((~american, implied_vol, None), (american, american_implied_vol, "A")):
+        if not rows.any():
+            continue
+        args = (S[rows], K[rows], t[rows], r[rows], q[rows])
+        iv[rows], status[rows] = solve(price[rows], *args, is_call[rows])
+        g = (american_greeks(*args, iv[rows], is_call[rows]) if model == "A"
+             else bsm_greeks(*args, iv[rows], is_call[rows], second_order=True))
+        for k in greeks:
+            greeks[k][rows] = g[k]
     status = np.where(np.isnan(price) & (status == 4), 6, status)  # 6: no bid, no mid
-    g = bsm_greeks(S, K, t, r, q, iv, is_call, second_order=True)
     out["iv"] = iv
     out["iv_status"] = pd.Series(status, index=out.index).map(IV_STATUS_ALL)
-    out["delta"] = g["delta"]
-    out["gamma"] = g["gamma"]
-    out["theta"] = g["theta"] / 365.0
-    out["vega"] = g["vega"] / 100.0
-    out["rho"] = g["rho"] / 100.0
-    out["vanna"] = g["vanna"] / 100.0
-    out["volga"] = g["volga"] / 10_000.0
-    out["charm"] = g["charm"] / 365.0
-    out["model_price"] = g["price"]
+    out["delta"] = greeks["delta"]
+    out["gamma"] = greeks["gamma"]
+    out["theta"] = greeks["theta"] / 365.0
+    out["vega"] = greeks["vega"] / 100.0
+    out["rho"] = greeks["rho"] / 100.0
+    out["vanna"] = greeks["vanna"] / 100.0
+    out["volga"] = greeks["volga"] / 10_000.0
+    out["charm"] = greeks["charm"] / 365.0
+    out["model_price"] = greeks["price"]
     return out
-
-
