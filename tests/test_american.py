@@ -136,3 +136,6 @@ def test_invalid_inputs_give_nan_without_poisoning_the_batch():
     assert np.isnan(out[1:4]).all() and np.isfinite(out[[0, 4]]).all()
     g = american_greeks(S, 100.0, T, 0.05, 0.01, 0.3, False)
     assert all(np.isnan(v[1:4]).all() and np.isfinite(v[[0, 4]]).all() for v in g.values())
+    # a zero or negative dividend yield (r/q undefined in the boundary's start) still has Greeks
+    g = american_greeks(40.55, 40.0, 0.0274, 0.002, np.array([0.0, -0.1]), 0.31, False)
+    assert all(np.isfinite(v).all() for v in g.values())

@@ -44,7 +44,6 @@ _Z = -np.cos(np.arange(NODES) * np.pi / _n)  # ascending, _Z[0] = -1 is tau = 0
 _TO_COEF = np.linalg.inv(np.cos(np.outer(np.arccos(_Z), np.arange(NODES)))).T
 _FP_X, _FP_W = np.polynomial.legendre.leggauss(FP_POINTS)
 _PR_X, _PR_W = np.polynomial.legendre.leggauss(PRICE_POINTS)
-_TINY = 1e-300
 
 
 def _npdf(x):
@@ -121,7 +120,8 @@ def _d(t, z, r, q, v):
 
 def american_put(S, K, T, r, q, v):
     """American put price (valid inputs with r > 0); arrays of shape (B,)."""
-    xmax = K * jnp.minimum(1.0, r / jnp.maximum(q, _TINY))
+    above = q > r  # X = K min(1, r/q), written so that no derivative divides by a zero q
+    xmax = K * jnp.where(above, r / jnp.where(above, q, 1.0), 1.0)
     x_nodes = 0.5 * jnp.sqrt(T)[:, None] * (1.0 + _Z[None, :])
     tau_nodes = x_nodes * x_nodes  # (B, NODES), tau_nodes[:, 0] = 0
 
