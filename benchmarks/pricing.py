@@ -28,6 +28,7 @@ N = int(os.environ.get("BENCH_CONTRACTS", "1000000"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
 QL_SUBSET = 20_000
 VOLLIB_SUBSET = int(os.environ.get("BENCH_VOLLIB_CONTRACTS", "200000"))
+AMERICAN_SUBSET = int(os.environ.get("BENCH_AMERICAN_CONTRACTS", "200000"))
 
 
 def contracts(n: int, seed: int = 0):
@@ -80,6 +81,21 @@ def main() -> int:
     results["engine implied vol"] = {"seconds": secs_iv, "per_s": N / secs_iv, "first_call_s": first_iv,
                                      "max_abs_sigma_error_where_vega_material": float(err.max()),
                                      "solved_fraction": float((status == 0).mean())}
+
+    m = min(AMERICAN_SUBSET, N)
+    am_args = (S[:m], K[:m], T[:m], r[:m], q[:m], sigma[:m], call[:m])
+    for method in pricing.AMERICAN_METHODS:
+        t0 = time.perf_counter()
+        pricing.american_price(*am_args, method=method)
+        first = time.perf_counter() - t0
+        secs_a, am = timed(lambda: pricing.american_price(*am_args, method=method), repeats=3)
+        results[f"engine American price ({method})"] = {"seconds": secs_a, "per_s": m / secs_a, "contracts": m,
+                                                        "first_call_s": first}
+    secs_ag, _ = timed(lambda: pricing.american_greeks(*am_args), repeats=1)
+    results["engine American price+8 greeks (qdfp, autodiff)"] = {"per_s": m / secs_ag, "contracts": m}
+    am = pricing.american_price(*am_args)
+    secs_ai, _ = timed(lambda: pricing.american_implied_vol(am, *am_args[:5], am_args[6]), repeats=1)
+    results["engine American implied vol (qdfp)"] = {"per_s": m / secs_ai, "contracts": m}
 
     try:
         import py_vollib_vectorized as pvv

@@ -73,16 +73,21 @@ def greeks_table(chain, *, price_column: str = "mid"):
     status = np.full(n, 4, dtype=np.int8)
     greeks = {k: np.full(n, np.nan) for k in ("price", "delta", "gamma", "theta", "vega", "rho",
                                               "vanna", "volga", "charm")}
-    for rows, solve, model in ((~american, implied_vol, None), (american, american_implied_vol, "A")):
-        if not rows.any():
-            continue
-        args = (S[rows], K[rows], t[rows], r[rows], q[rows])
-        iv[rows], status[rows] = solve(price[rows], *args, is_call[rows])
-        g = (american_greeks(*args, iv[rows], is_call[rows]) if model == "A"
-             else bsm_greeks(*args, iv[rows], is_call[rows], second_order=True))
-        for k in greeks:
-            greeks[k][rows] = g[k]
-    status = np.where(np.isnan(price) & (status == 4), 6, status)  # 6: no bid, no mid
+    # American rows where early exercise can never pay (a call with no dividend yield, a put at a
+    # non-positive rate) are priced exactly by the European model; the American engine, which
+    # costs about a hundred European evaluations, runs only where it changes the answer
+    early = american & np.where(is_call, q > 0, r > 0)
+    quoted = np.isfinite(price)
+    for rows, solve, model in ((~early & quoted, implied_vol, "E"), (early & quoted, american_implied_vol, "A")):
+        if rows.any():
+            iv[rows], status[rows] = solve(price[rows], S[rows], K[rows], t[rows], r[rows], q[rows], is_call[rows])
+        solved = rows & (status == 0)  # Greeks at a NaN IV are NaN: not worth computing
+        if solved.any():
+            args = (S[solved], K[solved], t[solved], r[solved], q[solved], iv[solved], is_call[solved])
+            g = american_greeks(*args) if model == "A" else bsm_greeks(*args, second_order=True)
+            for k in greeks:
+                greeks[k][solved] = g[k]
+    status = np.where(~quoted, 6, status)  # 6: no bid, no mid
     out["iv"] = iv
     out["iv_status"] = pd.Series(status, index=out.index).map(IV_STATUS_ALL)
     out["delta"] = greeks["delta"]
