@@ -1,12 +1,14 @@
-"""American exercise: the Bjerksund-Stensland (2002) approximation in JAX, and a Leisen-Reimer
-binomial tree in numpy as its reference.
+"""American exercise: price, Greeks and implied volatility, with a reference tree.
 
-Bjerksund-Stensland 2002 (two-step flat exercise boundary) for a call with cost of carry
-``b = r - q``; a put uses the put-call transformation P(S, K, T, r, b) = C(K, S, T, r - b, -b).
-With no dividend (call, b >= r) or a non-positive rate (put) early exercise is never optimal and
-the price is the European one. The bivariate normal CDF it needs is always at correlation
-+-sqrt(t1/T) = +-0.786, where Genz's Gauss-Legendre form (20 nodes) is accurate to double
-precision; the nodes are constants, so each CDF costs 20 exponentials.
+* ``method="qdfp"`` (default): the Andersen-Lake-Offengeld fixed-point method (:mod:`._qdfp`),
+  about 1e-5 relative of a 2,000-step tree.
+* ``method="bs2002"``: Bjerksund-Stensland 2002 (two-step flat exercise boundary) for a call with
+  cost of carry ``b = r - q``; a put uses P(S, K, T, r, b) = C(K, S, T, r - b, -b). Its bivariate
+  normal CDF is always at correlation +-sqrt(t1/T) = +-0.786, where Genz's Gauss-Legendre form
+  (20 nodes) is accurate to double precision. Within a few 1e-3 of the tree.
+* With no dividend (call) or a non-positive rate (put) early exercise never pays and the price is
+  the European one. Greeks are forward-mode (``jax.jvp``) derivatives of the price; the IV is a
+  bracketed Newton on it. :func:`leisen_reimer_price` (numpy) is the reference.
 """
 
 from __future__ import annotations
