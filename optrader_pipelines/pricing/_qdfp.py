@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .european import INV_SQRT2PI, ncdf
+from .european import ncdf, npdf
 
 NODES = 8  # Chebyshev interpolation points (n + 1 with n = 7)
 FP_POINTS = 7  # Gauss-Legendre points of the fixed-point integrals
@@ -44,10 +44,6 @@ _Z = -np.cos(np.arange(NODES) * np.pi / _n)  # ascending, _Z[0] = -1 is tau = 0
 _TO_COEF = np.linalg.inv(np.cos(np.outer(np.arccos(_Z), np.arange(NODES)))).T
 _FP_X, _FP_W = np.polynomial.legendre.leggauss(FP_POINTS)
 _PR_X, _PR_W = np.polynomial.legendre.leggauss(PRICE_POINTS)
-
-
-def _npdf(x):
-    return INV_SQRT2PI * jnp.exp(-0.5 * x * x)
 
 
 def _safe_sqrt(h):
@@ -94,7 +90,7 @@ def _qd_plus_boundary(K, r, q, v, tau, xmax, S):
         dm = dp - vt
         n_dp = ncdf(-dp)
         n_dm = ncdf(-dm)
-        p_dp = _npdf(dp)
+        p_dp = npdf(dp)
         npv = dr * K * n_dm - x * dq * n_dp
         theta = r * K * dr * n_dm - q * x * dq * n_dp - v2 * x / (2.0 * vt) * dq * p_dp
         charm = -dq * (p_dp * ((r - q) / vt - dm / (2.0 * tau)) + q * n_dp)
@@ -151,8 +147,8 @@ def american_put(S, K, T, r, q, v):
         fv = alpha * N / D
         if k == 0:  # Jacobi-Newton
             scale = 1.0 / (b * vc * jnp.sqrt(tau))
-            nd = _npdf(d_m_tau) * scale
-            dd = _npdf(d_p_tau) * scale
+            nd = npdf(d_m_tau) * scale
+            dd = npdf(d_p_tau) * scale
             fd = alpha * (nd / D - dd * N / (D * D))
             new_b = b - (fv - b) / (fd - 1.0)
         else:

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import _runtime
 from . import _qdfp
-from .european import GREEKS, SECOND_ORDER, bsm_kernel, ncdf, valid_inputs
+from .european import GREEKS, SECOND_ORDER, bsm_kernel, guard, ncdf, valid_inputs
 from .implied import iv_kernel
 
 _T1_FRACTION = 0.5 * (math.sqrt(5.0) - 1.0)  # t1 = T (sqrt5 - 1)/2
@@ -96,6 +96,14 @@ def _bs2002_call(S, K, T, r, b, v):
     return jnp.where(S >= I2, S - K, value)
 
 
+def _bounded(american, early, S, K, T, r, q, sigma, is_call):
+    """The American value where early exercise can pay, else the European one; never below the
+    European price or intrinsic value."""
+    european = bsm_kernel(S, K, T, r, q, sigma, is_call)[0]
+    price = jnp.where(early, jnp.maximum(american, european), european)
+    return jnp.maximum(price, jnp.maximum(jnp.where(is_call, S - K, K - S), 0.0))
+
+
 def _bs2002_value(S, K, T, r, q, sigma, is_call):
     # a call on (S, K, r, b) or the transformed put: call on (K, S, r' = q, b' = q - r)
     S_, K_ = jnp.where(is_call, S, K), jnp.where(is_call, K, S)
@@ -104,10 +112,7 @@ def _bs2002_value(S, K, T, r, q, sigma, is_call):
     safe_r = jnp.where(early, r_, 0.05)
     safe_b = jnp.where(early, b_, 0.0)
     american = _bs2002_call(S_, K_, T, safe_r, safe_b, sigma)
-    european = bsm_kernel(S, K, T, r, q, sigma, is_call)[0]
-    price = jnp.where(early, jnp.maximum(american, european), european)
-    intrinsic = jnp.maximum(jnp.where(is_call, S - K, K - S), 0.0)
-    return jnp.maximum(price, intrinsic)
+    return _bounded(american, early, S, K, T, r, q, sigma, is_call)
 
 
 def _qdfp_value(S, K, T, r, q, sigma, is_call):
@@ -116,10 +121,7 @@ def _qdfp_value(S, K, T, r, q, sigma, is_call):
     r_, q_ = jnp.where(is_call, q, r), jnp.where(is_call, r, q)
     early = r_ > 0.0  # a put on a non-positive rate is never exercised early
     american = _qdfp.american_put(S_, K_, T, jnp.where(early, r_, 0.05), jnp.where(early, q_, 0.0), sigma)
-    european = bsm_kernel(S, K, T, r, q, sigma, is_call)[0]
-    price = jnp.where(early, jnp.maximum(american, european), european)
-    intrinsic = jnp.maximum(jnp.where(is_call, S - K, K - S), 0.0)
-    return jnp.maximum(price, intrinsic)
+    return _bounded(american, early, S, K, T, r, q, sigma, is_call)
 
 
 _VALUE = {"qdfp": _qdfp_value, "bs2002": _bs2002_value}
@@ -127,18 +129,11 @@ METHODS = tuple(_VALUE)
 _PAD = [100.0, 100.0, 1.0, 0.05, 0.02, 0.2, True]
 
 
-def _guard(S, K, T, r, q, sigma):
-    ok = valid_inputs(S, K, T, r, q) & jnp.isfinite(sigma) & (sigma > 0)
-    subs = tuple(jnp.where(ok, a, c) for a, c in ((S, 100.0), (K, 100.0), (T, 1.0), (r, 0.05), (q, 0.02),
-                                                   (sigma, 0.2)))
-    return ok, subs
-
-
 def _price_kernel(method):
     value = _VALUE[method]
 
     def kernel(S, K, T, r, q, sigma, is_call):
-        ok, (S, K, T, r, q, sigma) = _guard(S, K, T, r, q, sigma)
+        ok, (S, K, T, r, q, sigma) = guard(S, K, T, r, q, sigma)
         return (jnp.where(ok, value(S, K, T, r, q, sigma, is_call), jnp.nan),)
 
     kernel.__name__ = f"american_price_{method}"
@@ -151,7 +146,7 @@ def _greeks_kernel(method):
     value = _VALUE[method]
 
     def kernel(S, K, T, r, q, sigma, is_call):
-        ok, (S, K, T, r, q, sigma) = _guard(S, K, T, r, q, sigma)
+        ok, (S, K, T, r, q, sigma) = guard(S, K, T, r, q, sigma)
         x = jnp.stack([S, T, r, sigma])  # the variables differentiated, per contract
 
         def f(x):

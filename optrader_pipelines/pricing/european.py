@@ -46,6 +46,15 @@ def valid_inputs(S, K, T, r, q):
     return finite & (S > 0) & (K > 0) & (T > 0)
 
 
+def guard(S, K, T, r, q, sigma):
+    """(valid mask, inputs with invalid contracts replaced by a benign one): a kernel computes on
+    the replacements and writes NaN for them, so a bad contract never poisons its batch."""
+    ok = valid_inputs(S, K, T, r, q) & jnp.isfinite(sigma) & (sigma > 0)
+    subs = tuple(jnp.where(ok, a, c) for a, c in ((S, 100.0), (K, 100.0), (T, 1.0), (r, 0.05), (q, 0.02),
+                                                   (sigma, 0.2)))
+    return ok, subs
+
+
 def _bsm_terms(S, K, T, r, q, sigma, is_call):
     sqrt_t = jnp.sqrt(T)
     sig_t = sigma * sqrt_t
@@ -62,9 +71,7 @@ def _bsm_terms(S, K, T, r, q, sigma, is_call):
 
 def bsm_kernel(S, K, T, r, q, sigma, is_call):
     """Price, delta, gamma, theta, vega, rho (see module conventions)."""
-    ok = valid_inputs(S, K, T, r, q) & jnp.isfinite(sigma) & (sigma > 0)
-    S, K, T, r, q, sigma = (jnp.where(ok, a, b) for a, b in
-                            ((S, 100.0), (K, 100.0), (T, 1.0), (r, 0.0), (q, 0.0), (sigma, 0.2)))
+    ok, (S, K, T, r, q, sigma) = guard(S, K, T, r, q, sigma)
     sqrt_t, sig_t, df_r, df_q, d1, d2, sign, nd1, nd2, pdf1 = _bsm_terms(S, K, T, r, q, sigma, is_call)
     s_part = S * df_q
     k_part = K * df_r
@@ -80,9 +87,7 @@ def bsm_kernel(S, K, T, r, q, sigma, is_call):
 
 def bsm_second_order_kernel(S, K, T, r, q, sigma, is_call):
     """vanna, volga, charm (see module conventions)."""
-    ok = valid_inputs(S, K, T, r, q) & jnp.isfinite(sigma) & (sigma > 0)
-    S, K, T, r, q, sigma = (jnp.where(ok, a, b) for a, b in
-                            ((S, 100.0), (K, 100.0), (T, 1.0), (r, 0.0), (q, 0.0), (sigma, 0.2)))
+    ok, (S, K, T, r, q, sigma) = guard(S, K, T, r, q, sigma)
     sqrt_t, sig_t, df_r, df_q, d1, d2, sign, nd1, nd2, pdf1 = _bsm_terms(S, K, T, r, q, sigma, is_call)
     vega = S * df_q * pdf1 * sqrt_t
     vanna = -df_q * pdf1 * d2 / sigma
