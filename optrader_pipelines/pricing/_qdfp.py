@@ -40,10 +40,14 @@ HALLEY_STEPS = 8  # QD+ start: Halley converges in 3 to 5 from X
 
 _n = NODES - 1
 _Z = -np.cos(np.arange(NODES) * np.pi / _n)  # ascending, _Z[0] = -1 is tau = 0
-# coefficients of the Chebyshev series through the node values: c = f @ _TO_COEF
-_TO_COEF = np.linalg.inv(np.cos(np.outer(np.arccos(_Z), np.arange(NODES)))).T
+# Chebyshev coefficients from node values: c = _FROM_NODES @ f
+_FROM_NODES = np.linalg.inv(np.cos(np.outer(np.arccos(_Z), np.arange(NODES))))
 _FP_X, _FP_W = np.polynomial.legendre.leggauss(FP_POINTS)
+_FP_S = 0.5 * (_FP_X + 1.0)  # u = tau s on (0, tau)
+_FP_SQRT_S, _FP_SQRT_1MS = np.sqrt(_FP_S), np.sqrt(1.0 - _FP_S)
 _PR_X, _PR_W = np.polynomial.legendre.leggauss(PRICE_POINTS)
+_PR_S = 0.5 * (_PR_X + 1.0)  # z = sqrt(T) s on (0, sqrt(T))
+_PR_CHEB = 2.0 * np.sqrt(1.0 - _PR_S ** 2) - 1.0  # Chebyshev coordinate of the boundary time T - z^2
 
 
 def _safe_sqrt(h):
@@ -53,28 +57,28 @@ def _safe_sqrt(h):
 
 
 def _clenshaw(coef, t):
-    """Chebyshev series sum_j coef[..., j] T_j(t), coef (B, NODES), t (B, Q)."""
+    """Chebyshev series sum_j coef[j] T_j(t) with coef (NODES, B) and t (..., B)."""
     b1 = jnp.zeros_like(t)
     b2 = jnp.zeros_like(t)
     for j in range(NODES - 1, 0, -1):
-        b1, b2 = 2.0 * t * b1 - b2 + coef[:, j:j + 1], b1
-    return t * b1 - b2 + coef[:, 0:1]
+        b1, b2 = 2.0 * t * b1 - b2 + coef[j], b1
+    return t * b1 - b2 + coef[0]
 
 
-def _boundary(coef, tau, T, xmax):
-    """B(tau) from the interpolated H = ln(B/X)^2; tau (B, Q)."""
-    t = 2.0 * _safe_sqrt(tau / T[:, None]) - 1.0
-    h = _clenshaw(coef, t)
-    return xmax[:, None] * jnp.exp(-_safe_sqrt(h))
+def _to_coef(y):
+    """Chebyshev coefficients (NODES, B) of the node values y (NODES, B): a small fixed matrix
+    applied as broadcast multiply-adds (a dot of this shape costs more than it computes)."""
+    return sum(_FROM_NODES[:, j:j + 1] * y[j] for j in range(NODES))
 
 
-def _qd_plus_boundary(K, r, q, v, tau, xmax, S):
-    """QD+ exercise boundary at times ``tau`` (B, Q) by Halley iteration from X."""
-    K, r, q, v, xmax, S = (a[:, None] for a in (K, r, q, v, xmax, S))
+def _qd_plus_boundary(r, q, v, tau, xmax):
+    """QD+ exercise boundary of a unit-strike put at times ``tau`` (n, B) by Halley iteration from
+    X; the other arguments are (B,). Everything loop-invariant is computed once, outside the loop."""
     v2 = v * v
     dr = jnp.exp(-r * tau)
     dq = jnp.exp(-q * tau)
     vt = v * jnp.sqrt(tau)
+    ivt = 1.0 / vt
     omega = 2.0 * (r - q) / v2
     one_dr = -jnp.expm1(-r * tau)
     root = jnp.sqrt((omega - 1.0) ** 2 + 8.0 * r / (v2 * one_dr))
@@ -82,96 +86,125 @@ def _qd_plus_boundary(K, r, q, v, tau, xmax, S):
     lam_p = 2.0 * r / (v2 * one_dr * one_dr * root)
     alpha = 2.0 * dr * r / (v2 * (2.0 * lam + omega - 1.0))
     beta = alpha * (1.0 / one_dr + lam_p / (2.0 * lam + omega - 1.0)) - lam
-    x_min = 2.220446049250313e-12 * jnp.minimum(0.5 * (K + S), xmax)
+    x_min = 2.220446049250313e-12 * xmax
     a_rdr = alpha / (r * dr)
+    c0 = (r - q) * tau * ivt + 0.5 * vt  # d+ = ln(x) / vt + c0 (unit strike)
+    half_v2_ivt = 0.5 * v2 * ivt
+    rq_ivt = (r - q) * ivt
+    i2t = 0.5 / tau
 
-    def step(x):
-        dp = jnp.log(x * dq / (K * dr)) / vt + 0.5 * vt
+    def step(_, x):
+        ix = 1.0 / x
+        dp = jnp.log(x) * ivt + c0
         dm = dp - vt
         n_dp = ncdf(-dp)
         n_dm = ncdf(-dm)
-        p_dp = npdf(dp)
-        npv = dr * K * n_dm - x * dq * n_dp
-        theta = r * K * dr * n_dm - q * x * dq * n_dp - v2 * x / (2.0 * vt) * dq * p_dp
-        charm = -dq * (p_dp * ((r - q) / vt - dm / (2.0 * tau)) + q * n_dp)
-        f = (1.0 - dq * n_dp) * x - beta * (K - x - npv) + a_rdr * theta
-        f1 = 1.0 - dq * n_dp + dq / vt * p_dp + beta * (1.0 - dq * n_dp) + a_rdr * charm
-        gamma = p_dp * dq / (vt * x)
-        colour = gamma * (q + (r - q) * dp / vt + (1.0 - dp * dm) / (2.0 * tau))
-        f2 = dq * (p_dp / (x * vt) - p_dp * dp / (x * vt * vt)) + beta * gamma + a_rdr * colour
-        lf = f * f2 / (f1 * f1)
-        new = jnp.maximum(x_min, x - f / f1 / (1.0 - 0.5 * lf))
+        dqn = dq * n_dp
+        dqp = dq * npdf(dp)
+        npv = dr * n_dm - x * dqn
+        theta = r * dr * n_dm - q * x * dqn - half_v2_ivt * x * dqp
+        charm = -(dqp * (rq_ivt - dm * i2t) + q * dqn)
+        f = (1.0 - dqn) * x - beta * (1.0 - x - npv) + a_rdr * theta
+        f1 = (1.0 + beta) * (1.0 - dqn) + dqp * ivt + a_rdr * charm
+        gamma = dqp * ivt * ix
+        colour = gamma * (q + rq_ivt * dp + (1.0 - dp * dm) * i2t)
+        f2 = dqp * ix * ivt * (1.0 - dp * ivt) + beta * gamma + a_rdr * colour
+        inv_f1 = 1.0 / f1
+        newton = f * inv_f1
+        new = jnp.maximum(x_min, x - newton / (1.0 - 0.5 * newton * f2 * inv_f1))
         return jnp.where(jnp.isfinite(new), new, x)
 
+    # The loop runs without tangents; the last two steps carry them. Halley's map has a zero
+    # derivative in x at its root, so after one step from a (converged) constant the first
+    # derivatives are those of the root (implicit function theorem), after two the second ones:
+    # the Greeks pay for two boundary iterations instead of all of them.
     x = jnp.broadcast_to(xmax, tau.shape)
-    return jax.lax.fori_loop(0, HALLEY_STEPS, lambda _, x: step(x), x)  # a loop, not unrolled: compiles fast
+    x = jax.lax.stop_gradient(jax.lax.fori_loop(0, HALLEY_STEPS - 2, step, x))  # a loop: compiles fast
+    return step(1, step(0, x))
 
 
-def _d(t, z, r, q, v):
-    """(d+, d-) at time t for moneyness z."""
-    vt = v * jnp.sqrt(t)
-    m = (jnp.log(z) + (r - q) * t) / vt + 0.5 * vt
-    return m, m - vt
+def boundary(T, r, q, v):
+    """Early-exercise boundary of a unit-strike put (valid inputs with r > 0), arrays (B,):
+    ``(H, X)`` with H (NODES, B) = ln(B/X)^2 at the Chebyshev nodes in sqrt(tau) and X = min(1, r/q).
+    The boundary of strike K is K times this one, so it does not depend on the spot or strike
+    (the spot Greeks never differentiate it).
 
+    Every intermediate is laid out with the contracts on the last axis, (..., B): XLA:CPU
+    vectorizes the innermost axis, and with the nodes or quadrature points there (7 wide) it
+    would run mostly scalar code (measured 2 to 3 times slower)."""
+    above = q > r  # X = min(1, r/q), written so that no derivative divides by a zero q
+    xmax = jnp.where(above, r / jnp.where(above, q, 1.0), 1.0)
+    sqrt_T = jnp.sqrt(T)
+    x_nodes = 0.5 * (1.0 + _Z[1:, None]) * sqrt_T  # (n, B); the node tau = 0 is dropped
+    tau = x_nodes * x_nodes
+    b0 = _qd_plus_boundary(r, q, v, tau, xmax)
+    lb = jnp.log(b0 / xmax)
+    y = jnp.concatenate([jnp.zeros_like(T)[None], lb * lb], axis=0)  # H = ln(B/X)^2 at the nodes
 
-def american_put(S, K, T, r, q, v):
-    """American put price (valid inputs with r > 0); arrays of shape (B,)."""
-    above = q > r  # X = K min(1, r/q), written so that no derivative divides by a zero q
-    xmax = K * jnp.where(above, r / jnp.where(above, q, 1.0), 1.0)
-    x_nodes = 0.5 * jnp.sqrt(T)[:, None] * (1.0 + _Z[None, :])
-    tau_nodes = x_nodes * x_nodes  # (B, NODES), tau_nodes[:, 0] = 0
-
-    b0 = _qd_plus_boundary(K, r, q, v, tau_nodes[:, 1:], xmax, S)
-    h0 = jnp.log(b0 / xmax[:, None]) ** 2
-    y = jnp.concatenate([jnp.zeros_like(h0[:, :1]), h0], axis=1)
-
-    tau = tau_nodes[:, 1:]  # (B, n)
-    Kc, rc, qc, vc = K[:, None], r[:, None], q[:, None], v[:, None]
-    alpha = Kc * jnp.exp(-(rc - qc) * tau)
-    half = 0.5 * tau
-    u = half[:, :, None] * (_FP_X + 1.0)  # (B, n, FP_POINTS)
-    w = half[:, :, None] * _FP_W
-    er_u = w * jnp.exp(rc[:, :, None] * u)
-    eq_u = w * jnp.exp(qc[:, :, None] * u)
-    d_p_tau = None
+    # fixed-point integrals over u in (0, tau) at u = tau * s_j: everything but B(u) is fixed
+    alpha = jnp.exp(-(r - q) * tau)
+    u = tau[None] * _FP_S[:, None, None]  # (FP_POINTS, n, B)
+    w = (0.5 * tau)[None] * _FP_W[:, None, None]
+    r_wu = r * w * jnp.exp(r * u)
+    q_wu = q * w * jnp.exp(q * u)
+    vt = v * jnp.sqrt(tau)
+    ivt = 1.0 / vt
+    vt_u = vt[None] * _FP_SQRT_1MS[:, None, None]  # v sqrt(tau - u)
+    ivt_u = 1.0 / vt_u
+    drift_u = (r - q) * (tau[None] - u) * ivt_u + 0.5 * vt_u
+    cheb_u = (2.0 * jnp.sqrt(tau / T))[None] * _FP_SQRT_S[:, None, None] - 1.0  # 2 sqrt(u/T) - 1
+    c_tau = ((r - q) * tau + jnp.log(xmax)) * ivt + 0.5 * vt
     for k in range(FP_STEPS):
-        coef = y @ _TO_COEF
-        b = xmax[:, None] * jnp.exp(-_safe_sqrt(y[:, 1:]))
-        Bu = _boundary(coef, u.reshape(u.shape[0], -1), T, xmax).reshape(u.shape)
-        dp_u, dm_u = _d(tau[:, :, None] - u, b[:, :, None] / Bu, rc[:, :, None], qc[:, :, None], vc[:, :, None])
-        ni = jnp.sum(er_u * ncdf(dm_u), axis=-1)
-        di = jnp.sum(eq_u * ncdf(dp_u), axis=-1)
-        d_p_tau, d_m_tau = _d(tau, b / Kc, rc, qc, vc)
-        N = ncdf(d_m_tau) + rc * ni
-        D = ncdf(d_p_tau) + qc * di
+        coef = _to_coef(y)
+        minus_lb = _safe_sqrt(y[1:])  # -ln(B(tau)/X)
+        # ln(B(tau)/B(u)) = sqrt(H(u)) - sqrt(H(tau)): no exp or log per quadrature point
+        dp_u = (_safe_sqrt(_clenshaw(coef, cheb_u)) - minus_lb[None]) * ivt_u + drift_u
+        ni = jnp.sum(r_wu * ncdf(dp_u - vt_u), axis=0)
+        di = jnp.sum(q_wu * ncdf(dp_u), axis=0)
+        d_p = c_tau - minus_lb * ivt
+        d_m = d_p - vt
+        N = ncdf(d_m) + ni
+        D = ncdf(d_p) + di
+        b = xmax * jnp.exp(-minus_lb)
         fv = alpha * N / D
         if k == 0:  # Jacobi-Newton
-            scale = 1.0 / (b * vc * jnp.sqrt(tau))
-            nd = npdf(d_m_tau) * scale
-            dd = npdf(d_p_tau) * scale
-            fd = alpha * (nd / D - dd * N / (D * D))
+            scale = ivt / b
+            fd = alpha * scale * (npdf(d_m) / D - npdf(d_p) * N / (D * D))
             new_b = b - (fv - b) / (fd - 1.0)
         else:
             new_b = fv
         new_b = jnp.where(jnp.isfinite(new_b) & (new_b > 0), new_b, b)
-        y = jnp.concatenate([y[:, :1], jnp.log(new_b / xmax[:, None]) ** 2], axis=1)
+        lb = jnp.log(new_b / xmax)
+        y = jnp.concatenate([y[:1], lb * lb], axis=0)
 
-    coef = y @ _TO_COEF
-    z = 0.5 * jnp.sqrt(T)[:, None] * (_PR_X + 1.0)  # (B, PRICE_POINTS)
+    return y, xmax
+
+
+def put_on_boundary(m, T, r, q, v, y, xmax):
+    """Unit-strike American put at spot ``m`` (= S/K) given its :func:`boundary` ``(y, xmax)``:
+    the European price plus the early-exercise premium, an integral over t in (0, T) in
+    z = sqrt(t) = sqrt(T) s_j with the boundary at T - t."""
+    sqrt_T = jnp.sqrt(T)
+    coef = _to_coef(y)
+    z = _PR_S[:, None] * sqrt_T  # (PRICE_POINTS, B)
     t = z * z
-    b_t = _boundary(coef, T[:, None] - t, T, xmax)
-    dr = jnp.exp(-r[:, None] * t)
-    dq = jnp.exp(-q[:, None] * t)
-    vt = v[:, None] * jnp.sqrt(t)
-    dp = jnp.log(S[:, None] * dq / (b_t * dr)) / vt + 0.5 * vt
-    integrand = 2.0 * z * (r[:, None] * K[:, None] * dr * ncdf(vt - dp) - q[:, None] * S[:, None] * dq * ncdf(-dp))
-    premium = 0.5 * jnp.sqrt(T) * jnp.sum(_PR_W * integrand, axis=-1)
+    cheb_t = jnp.broadcast_to(_PR_CHEB[:, None], z.shape)  # 2 sqrt((T - t)/T) - 1
+    vt = v * z
+    ln_s_b = jnp.log(m / xmax) + _safe_sqrt(_clenshaw(coef, cheb_t))  # ln(m / B(T - t))
+    dp = (ln_s_b + (r - q) * t) / vt + 0.5 * vt
+    integrand = 2.0 * z * (r * jnp.exp(-r * t) * ncdf(vt - dp) - q * m * jnp.exp(-q * t) * ncdf(-dp))
+    premium = 0.5 * sqrt_T * jnp.sum(_PR_W[:, None] * integrand, axis=0)
 
-    sqrt_t = jnp.sqrt(T)
-    st = v * sqrt_t
-    d1 = (jnp.log(S / K) + (r - q) * T) / st + 0.5 * st
-    european = K * jnp.exp(-r * T) * ncdf(st - d1) - S * jnp.exp(-q * T) * ncdf(-d1)
+    st = v * sqrt_T
+    d1 = (jnp.log(m) + (r - q) * T) / st + 0.5 * st
+    european = jnp.exp(-r * T) * ncdf(st - d1) - m * jnp.exp(-q * T) * ncdf(-d1)
     return jnp.maximum(european, 0.0) + jnp.maximum(premium, 0.0)
 
 
-__all__ = ["american_put", "NODES", "FP_POINTS", "FP_STEPS", "PRICE_POINTS"]
+def american_put(S, K, T, r, q, v):
+    """American put price (valid inputs with r > 0); arrays of shape (B,)."""
+    y, xmax = boundary(T, r, q, v)
+    return K * put_on_boundary(S / K, T, r, q, v, y, xmax)
+
+
+__all__ = ["american_put", "boundary", "put_on_boundary", "NODES", "FP_POINTS", "FP_STEPS", "PRICE_POINTS"]

@@ -115,13 +115,30 @@ def _bs2002_value(S, K, T, r, q, sigma, is_call):
     return _bounded(american, early, S, K, T, r, q, sigma, is_call)
 
 
-def _qdfp_value(S, K, T, r, q, sigma, is_call):
-    # a call is the put with spot and strike, rate and yield exchanged: C(S, K, r, q) = P(K, S, q, r)
-    S_, K_ = jnp.where(is_call, K, S), jnp.where(is_call, S, K)
-    r_, q_ = jnp.where(is_call, q, r), jnp.where(is_call, r, q)
+def _as_put(S, K, r, q, is_call):
+    """(spot, strike, rate, yield) of the put that equals the contract: a call is the put with spot
+    and strike, rate and yield exchanged, C(S, K, r, q) = P(K, S, q, r)."""
+    return (jnp.where(is_call, K, S), jnp.where(is_call, S, K), jnp.where(is_call, q, r), jnp.where(is_call, r, q))
+
+
+def _qdfp_parts(K, T, r, q, sigma, is_call):
+    """(early, put rate, put yield, boundary): everything of the fixed-point price that does not
+    depend on the spot."""
+    _, _, r_, q_ = _as_put(K, K, r, q, is_call)
     early = r_ > 0.0  # a put on a non-positive rate is never exercised early
-    american = _qdfp.american_put(S_, K_, T, jnp.where(early, r_, 0.05), jnp.where(early, q_, 0.0), sigma)
+    r_, q_ = jnp.where(early, r_, 0.05), jnp.where(early, q_, 0.0)
+    return early, r_, q_, _qdfp.boundary(T, r_, q_, sigma)
+
+
+def _qdfp_on_boundary(S, K, T, r, q, sigma, is_call, parts):
+    early, r_, q_, (y, xmax) = parts
+    S_, K_, _, _ = _as_put(S, K, r, q, is_call)
+    american = K_ * _qdfp.put_on_boundary(S_ / K_, T, r_, q_, sigma, y, xmax)
     return _bounded(american, early, S, K, T, r, q, sigma, is_call)
+
+
+def _qdfp_value(S, K, T, r, q, sigma, is_call):
+    return _qdfp_on_boundary(S, K, T, r, q, sigma, is_call, _qdfp_parts(K, T, r, q, sigma, is_call))
 
 
 _VALUE = {"qdfp": _qdfp_value, "bs2002": _bs2002_value}
@@ -142,27 +159,51 @@ def _price_kernel(method):
 
 
 def _greeks_kernel(method):
-    """Price, the five Greeks and vanna, volga, charm as exact forward-mode derivatives of the price."""
+    """Price, the five Greeks and vanna, volga, charm as exact forward-mode derivatives of the price.
+
+    The fixed-point boundary does not depend on the spot, so the spot derivatives (delta, gamma,
+    and the spot side of vanna and charm) differentiate only the premium integral: the boundary
+    carries tangents for T, r and sigma (first order) and sigma (second order) only."""
     value = _VALUE[method]
 
     def kernel(S, K, T, r, q, sigma, is_call):
         ok, (S, K, T, r, q, sigma) = guard(S, K, T, r, q, sigma)
-        x = jnp.stack([S, T, r, sigma])  # the variables differentiated, per contract
+        ones = jnp.ones_like(S)
 
-        def f(x):
-            return value(x[0], K, x[1], x[2], q, x[3], is_call)
+        def f(s, t, rr, v):
+            return value(s, K, t, rr, q, v, is_call)
 
-        def first(x, t):
-            return jax.jvp(f, (x,), (t,))[1]
+        if method == "qdfp":  # spot derivatives on the boundary computed once, without tangents
+            parts = _qdfp_parts(K, T, r, q, sigma, is_call)
 
-        basis = jnp.eye(4, dtype=S.dtype)[:, :, None] * jnp.ones_like(S)  # (4 directions, 4, B)
-        d1 = jax.vmap(lambda t: first(x, t))(basis)  # dV/dS, dV/dT, dV/dr, dV/dsigma
-        # second order, batched over direction pairs: (S,S) gamma, (S,sigma) vanna, (S,T), (sigma,sigma) volga
-        t1 = basis[jnp.array([0, 0, 0, 3])]
-        t2 = basis[jnp.array([0, 3, 1, 3])]
-        d2 = jax.vmap(lambda a, b: jax.jvp(lambda y: first(y, a), (x,), (b,))[1])(t1, t2)
-        price = f(x)
-        outs = (price, d1[0], d2[0], -d1[1], d1[3], d1[2], d2[1], d2[3], -d2[2])
+            def spot_fn(s):
+                return _qdfp_on_boundary(s, K, T, r, q, sigma, is_call, parts)
+        else:
+            def spot_fn(s):
+                return f(s, T, r, sigma)
+
+        def slow_first(s):
+            # dV/dT, dV/dr, dV/dsigma: one vmapped jvp, the directions batched
+            dirs = jnp.eye(3, dtype=S.dtype)[:, :, None] * ones
+            return jax.vmap(lambda d: jax.jvp(lambda t, rr, v: f(s, t, rr, v), (T, r, sigma),
+                                              (d[0], d[1], d[2]))[1])(dirs)
+
+        # the spot direction is a separate (unbatched) jvp, so its tangent is a symbolic zero
+        # through everything that does not depend on the spot
+        slow, slow_s = jax.jvp(slow_first, (S,), (ones,))
+        d_t, d_r, d_v = slow
+        d_ts, _, d_vs = slow_s  # d2V/dT dS, (d2V/dr dS unused), d2V/dsigma dS
+
+        def delta_fn(s):
+            return jax.jvp(spot_fn, (s,), (ones,))
+
+        (price, delta), (_, gamma) = jax.jvp(delta_fn, (S,), (ones,))
+
+        def vega_fn(v):
+            return jax.jvp(lambda x: f(S, T, r, x), (v,), (ones,))[1]
+
+        volga = jax.jvp(vega_fn, (sigma,), (ones,))[1]
+        outs = (price, delta, gamma, -d_t, d_v, d_r, d_vs, volga, -d_ts)
         return tuple(jnp.where(ok, o, jnp.nan) for o in outs)
 
     kernel.__name__ = f"american_greeks_{method}"
@@ -199,7 +240,7 @@ def american_greeks(S, K, T, r, q, sigma, is_call, *, method: str = "qdfp") -> d
     return dict(zip(names, _runtime.run(_kernel("greeks", method), arrs + [calls], _PAD, len(names))))
 
 
-_IV_STEPS = 40
+_IV_STEPS = 16  # Newton from the de-Americanized start needs 2 to 4; bisection-bound contracts get status 5
 _IV_TOL = 1e-10  # relative step in sigma at which a contract is done (the model is smooth to ~1e-13)
 
 
@@ -223,7 +264,11 @@ def _iv_kernel(method):
         s_max = 60.0 / jnp.sqrt(T)
         hi0 = jnp.where(euro_status == 0, jnp.minimum(euro_iv * (1.0 + 1e-9), s_max), s_max)
         floor_price = value(S, K, T, r, q, jnp.full_like(S, 1e-6), is_call)
-        status = jnp.where(solvable & (price <= floor_price + tol), 3, status)
+        # zero time value: at or below the price at a vanishing vol, or within 1e-6 of the spot of
+        # intrinsic value (a hundredth of a cent per $100, below any quote tick; next to the
+        # exercise boundary the approximation itself is not monotone in the vol at that scale)
+        status = jnp.where(solvable & ((price <= floor_price + tol) | (time_value <= 1e-6 * jnp.maximum(S, K))),
+                           3, status)
         solvable = status == 0
         target = jnp.where(solvable, price, 1.0)
 
@@ -231,29 +276,50 @@ def _iv_kernel(method):
             return jax.jvp(lambda x: value(S, K, T, r, q, x, is_call), (v,), (jnp.ones_like(v),))
 
         def step(carry):
-            it, v, lo, hi, active = carry
+            it, v, lo, g_lo, hi, g_hi, last, active = carry
             p, vega = f(v)
             g = p - target
-            lo = jnp.where(g < 0, v, lo)
-            hi = jnp.where(g > 0, v, hi)
-            new = v - g / vega
-            new = jnp.where(jnp.isfinite(new) & (new >= lo) & (new <= hi), new, 0.5 * (lo + hi))
-            matched = jnp.abs(g) <= price_floor  # v already prices the quote to rounding: keep it
+            below, above = g < 0, g > 0
+            # Illinois: an end kept twice in a row has its residual halved, so false position
+            # cannot creep from one side
+            g_hi = jnp.where(below & (last < 0), 0.5 * g_hi, g_hi)
+            g_lo = jnp.where(above & (last > 0), 0.5 * g_lo, g_lo)
+            lo, g_lo = jnp.where(below, v, lo), jnp.where(below, g, g_lo)
+            hi, g_hi = jnp.where(above, v, hi), jnp.where(above, g, g_hi)
+            last = jnp.sign(g)
+            newton = v - g / vega
+            # outside the bracket (or on the flat stretch below the vol at which the contract leaves
+            # the exercise region, where vega is 0): false position when both ends are priced,
+            # else bisection
+            secant = lo - g_lo * (hi - lo) / (g_hi - g_lo)
+            fallback = jnp.where(jnp.isfinite(secant) & (secant > lo) & (secant < hi), secant, 0.5 * (lo + hi))
+            new = jnp.where(jnp.isfinite(newton) & (newton > lo) & (newton < hi), newton, fallback)
+            # v already prices the quote to rounding, or, where vega is immaterial (deep in the
+            # money, next to the exercise boundary, where the approximation's price is flat and
+            # not even monotone in the vol), to 1e-9 of the spot (far below any quote tick): keep it
+            flat = vega < 1e-3 * S * jnp.sqrt(T)
+            matched = (jnp.abs(g) <= price_floor) | (flat & (jnp.abs(g) <= 1e-9 * jnp.maximum(S, K)))
             new = jnp.where(matched, v, new)
             done = matched | (jnp.abs(new - v) <= _IV_TOL * v)
-            return it + 1, jnp.where(active, new, v), lo, hi, active & ~done
+            return it + 1, jnp.where(active, new, v), lo, g_lo, hi, g_hi, last, active & ~done
 
         def cond(carry):
-            return (carry[0] < _IV_STEPS) & jnp.any(carry[4])
+            return (carry[0] < _IV_STEPS) & jnp.any(carry[-1])
 
-        v0 = jnp.where(euro_status == 0, jnp.minimum(euro_iv, hi0), 0.5 * hi0)
-        carry = (0, v0, jnp.full_like(S, 1e-6), hi0, solvable)
-        _, v, _, _, active = jax.lax.while_loop(cond, step, carry)
+        # start: the European IV of the price less the early-exercise premium at the European IV
+        # (the premium moves little with the vol, so this is close and Newton needs 2 or 3 steps)
+        v_e = jnp.where(euro_status == 0, jnp.minimum(euro_iv, hi0), 0.5 * hi0)
+        premium = value(S, K, T, r, q, v_e, is_call) - bsm_kernel(S, K, T, r, q, v_e, is_call)[0]
+        iv_de, st_de = iv_kernel(jnp.maximum(target - premium, 0.0), S, K, T, r, q, is_call)
+        v0 = jnp.where((st_de == 0) & (iv_de > 1e-6) & (iv_de < hi0), iv_de, v_e)
+        nan = jnp.full_like(S, jnp.nan)
+        carry = (0, v0, jnp.full_like(S, 1e-6), floor_price - target, hi0, nan, jnp.zeros_like(S), solvable)
+        *_, v, _, _, _, _, _, active = jax.lax.while_loop(cond, step, carry)
         status = jnp.where(solvable & active, 5, status)
         return jnp.where(status == 0, v, jnp.nan), status.astype(jnp.int8)
 
     kernel.__name__ = f"american_iv_{method}"
-    kernel.chunk = 512 if method == "qdfp" else 4096
+    kernel.chunk = 256 if method == "qdfp" else 4096
     return kernel
 
 
