@@ -70,6 +70,10 @@ class Broker(ABC):
     def open_positions(self, as_of: dt.date) -> pd.DataFrame: ...
 
     @abstractmethod
+    def close_position(self, position_id: str, day: dt.date, quotes: dict[tuple, tuple[float, float]], reason: str,
+                       idempotency_key: str, run_id: str = "") -> OrderResult: ...
+
+    @abstractmethod
     def settle_expirations(self, day: dt.date, underlying_prices: dict[str, float], run_id: str = "") -> pd.DataFrame: ...
 
 
@@ -178,6 +182,60 @@ class PaperBroker(Broker):
              [f"{oid}:commission", order.account, order.trade_date, -commission, "commission", oid, order.run_id]),
         ])
         return OrderResult(oid, "filled", price, commission, premium - commission, reason)
+
+    def close_position(self, position_id: str, day: dt.date, quotes: dict[tuple, tuple[float, float]], reason: str,
+                       idempotency_key: str, run_id: str = "") -> OrderResult:
+        """Close an open position at the paper fill model (a marketable closing order: limit = the
+        modelled fill). ``quotes`` maps (expiration 'YYYY-MM-DD', strike, option type) to (bid, ask)
+        for the day. Idempotent by key; the order, the position update and the cash entries are
+        written in one transaction. Realized P&L excludes commissions, as at settlement."""
+        existing = self.wh.query("SELECT * FROM broker_orders WHERE idempotency_key = ?", [idempotency_key])
+        if len(existing):
+            e = existing.iloc[0]
+            return OrderResult(e["order_id"], e["status"], None if pd.isna(e["fill_price"]) else float(e["fill_price"]),
+                               float(e["commission"] or 0.0), float(e["cash_flow"] or 0.0), e["reason"] or "",
+                               already_placed=True)
+        pos = self.wh.query("SELECT * FROM positions WHERE position_id = ? AND account = ?", [position_id, self.account])
+        if pos.empty:
+            raise ValueError(f"position {position_id!r} not found in paper account {self.account!r}")
+        p = pos.iloc[0]
+        if not pd.isna(p["closed_date"]):
+            raise ValueError(f"position {position_id!r} is already closed ({p['close_reason']})")
+        legs = json.loads(p["legs"])
+        closing = []
+        for leg in legs:
+            key = (leg["expiration"], float(leg["strike"]), leg["option_type"])
+            if key not in quotes:
+                raise ValueError(f"no quote for leg {key} of position {position_id!r} on {day.isoformat()}")
+            bid, ask = quotes[key]
+            closing.append(dict(leg, side=-int(leg["side"]), bid=float(bid), ask=float(ask)))
+        opened_credit = float(p["entry_price"]) > 0
+        direction = "debit" if opened_credit else "credit"
+        _, _, fill = modelled_fill(closing, direction, self.fill_fraction)
+        price = round(max(fill, 0.0), 2)
+        qty = int(p["quantity"])
+        sign = 1.0 if direction == "credit" else -1.0
+        premium = round(sign * price * 100 * qty, 2)
+        commission = round(self.commission_per_contract * len(legs) * qty, 2)
+        pnl = round(float(p["entry_price"]) * 100 * qty + premium, 2)
+        oid = order_id_for(idempotency_key)
+        now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+        legs_json = json.dumps([{k: leg[k] for k in ("option_symbol", "expiration", "strike", "option_type", "side")}
+                                for leg in closing], sort_keys=True)
+        text = f"closed {qty} at {price:.2f} ({direction}): {reason}"
+        self.wh.execute_many([
+            ("INSERT INTO broker_orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+             [oid, idempotency_key, self.account, day, position_id, "close", p["strategy"], p["underlying"],
+              p["expiration"], legs_json, qty, price, price, commission, premium - commission, "filled", text, now,
+              run_id]),
+            ("UPDATE positions SET closed_date = ?, exit_price = ?, realized_pnl = ?, close_reason = ? "
+             "WHERE position_id = ? AND closed_date IS NULL", [day, -sign * price, pnl, reason, position_id]),
+            ("INSERT INTO cash_ledger VALUES (?,?,?,?,?,?,?)",
+             [f"{oid}:close", self.account, day, premium, "close", oid, run_id]),
+            ("INSERT INTO cash_ledger VALUES (?,?,?,?,?,?,?)",
+             [f"{oid}:close-commission", self.account, day, -commission, "close_commission", oid, run_id]),
+        ])
+        return OrderResult(oid, "filled", price, commission, premium - commission, text)
 
     def settle_expirations(self, day: dt.date, underlying_prices: dict[str, float], run_id: str = "") -> pd.DataFrame:
         """Settle every open position expiring on or before ``day`` at intrinsic value; idempotent."""
