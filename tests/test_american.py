@@ -139,3 +139,23 @@ def test_invalid_inputs_give_nan_without_poisoning_the_batch():
     # a zero or negative dividend yield (r/q undefined in the boundary's start) still has Greeks
     g = american_greeks(40.55, 40.0, 0.0274, 0.002, np.array([0.0, -0.1]), 0.31, False)
     assert all(np.isfinite(v).all() for v in g.values())
+
+
+def test_early_exercise_premium_bound_holds_and_greeks_table_agrees_with_the_engine(small_greeks):
+    from optrader_pipelines.pricing import early_exercise_premium_bound
+
+    S, K, T, r, q, sig, call = _contracts(400, seed=17, days=(1, 730))
+    premium = american_price(S, K, T, r, q, sig, call) - bsm_price_numpy(S, K, T, r, q, sig, call)
+    bound = early_exercise_premium_bound(S, K, T, r, q, sig, call)
+    assert np.all(premium <= bound + 1e-12 * S)  # the engine is within ~1e-5 of the true value; bound is exact
+    assert np.any(bound < 1e-12 * S) and np.any(bound > 1e-3 * S)  # both regimes are exercised
+    # option_greeks: the European shortcut (negligible premium) and the American engine give the
+    # same IV as the American engine alone, to 1e-9 wherever vega is material
+    g = small_greeks[(small_greeks["pricing_model"] == "american_qdfp") & (small_greeks["iv_status"] == "ok")]
+    args = [g[c].to_numpy(float) for c in ("underlying_price", "strike", "t_years", "rate", "carry_yield")]
+    calls = (g["option_type"] == "C").to_numpy()
+    iv, status = american_implied_vol(g["mid"].to_numpy(float), *args, calls)
+    vega = american_greeks(*args, g["iv"].to_numpy(float), calls)["vega"]
+    material = vega >= 1e-3 * args[0] * np.sqrt(args[2])
+    assert material.sum() > 50
+    assert np.max(np.abs(iv - g["iv"].to_numpy(float))[material]) < 1e-9

@@ -18,10 +18,11 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.special import ndtr
 
 from . import _runtime
 from . import _qdfp
-from .european import GREEKS, SECOND_ORDER, bsm_kernel, guard, ncdf, valid_inputs
+from .european import GREEKS, SECOND_ORDER, bsm_kernel, guard, ncdf, npdf, valid_inputs
 from .implied import iv_kernel
 
 _T1_FRACTION = 0.5 * (math.sqrt(5.0) - 1.0)  # t1 = T (sqrt5 - 1)/2
@@ -219,7 +220,8 @@ def _kernel(kind: str, method: str):
         raise ValueError(f"unknown American method {method!r}; expected one of {METHODS}")
     key = (kind, method)
     if key not in _KERNELS:
-        build = {"price": _price_kernel, "greeks": _greeks_kernel, "iv": _iv_kernel}[kind]
+        build = {"price": _price_kernel, "greeks": _greeks_kernel,
+                 "iv": lambda m: _iv_kernel(m, _IV_FAST_STEPS), "iv_slow": lambda m: _iv_kernel(m, _IV_STEPS)}[kind]
         _KERNELS[key] = build(method)
     return _KERNELS[key]
 
@@ -240,11 +242,17 @@ def american_greeks(S, K, T, r, q, sigma, is_call, *, method: str = "qdfp") -> d
     return dict(zip(names, _runtime.run(_kernel("greeks", method), arrs + [calls], _PAD, len(names))))
 
 
-_IV_STEPS = 16  # Newton from the de-Americanized start needs 2 to 4; bisection-bound contracts get status 5
+# Two passes: every contract gets _IV_FAST_STEPS secant steps (from the de-Americanized start most
+# converge in 3 or 4); the few still unsolved (deep in the money, next to the exercise boundary,
+# where the price has a kink in the vol) are solved again, alone, with up to _IV_STEPS. A chunk
+# iterates until its slowest contract is done, so one pass with the larger cap would make nearly
+# every chunk pay for its one straggler.
+_IV_FAST_STEPS = 6
+_IV_STEPS = 40
 _IV_TOL = 1e-10  # relative step in sigma at which a contract is done (the model is smooth to ~1e-13)
 
 
-def _iv_kernel(method):
+def _iv_kernel(method, max_steps):
     value = _VALUE[method]
 
     def kernel(price, S, K, T, r, q, is_call):
@@ -272,13 +280,17 @@ def _iv_kernel(method):
         solvable = status == 0
         target = jnp.where(solvable, price, 1.0)
 
-        def f(v):
-            return jax.jvp(lambda x: value(S, K, T, r, q, x, is_call), (v,), (jnp.ones_like(v),))
+        sqrt_t = jnp.sqrt(T)
+        ln_fk = jnp.log(S / K) + (r - q) * T
+        s_dq_sqrt_t = S * jnp.exp(-q * T) * sqrt_t
+
+        def european_vega(v):
+            d1 = ln_fk / (v * sqrt_t) + 0.5 * v * sqrt_t
+            return s_dq_sqrt_t * npdf(d1)
 
         def step(carry):
-            it, v, lo, g_lo, hi, g_hi, last, active = carry
-            p, vega = f(v)
-            g = p - target
+            it, v, v_prev, g_prev, lo, g_lo, hi, g_hi, last, active = carry
+            g = value(S, K, T, r, q, v, is_call) - target
             below, above = g < 0, g > 0
             # Illinois: an end kept twice in a row has its residual halved, so false position
             # cannot creep from one side
@@ -287,24 +299,29 @@ def _iv_kernel(method):
             lo, g_lo = jnp.where(below, v, lo), jnp.where(below, g, g_lo)
             hi, g_hi = jnp.where(above, v, hi), jnp.where(above, g, g_hi)
             last = jnp.sign(g)
-            newton = v - g / vega
+            # secant on the price alone (order 1.6, one price per step instead of a price and its
+            # autodiff vega, ~2.5x the cost); the first step uses the European vega, which the
+            # American one approaches wherever early exercise is not imminent
+            secant_slope = (g - g_prev) / (v - v_prev)
+            slope = jnp.where(jnp.isfinite(secant_slope) & (secant_slope > 0), secant_slope, european_vega(v))
+            newton = v - g / slope
             # outside the bracket (or on the flat stretch below the vol at which the contract leaves
             # the exercise region, where vega is 0): false position when both ends are priced,
             # else bisection
-            secant = lo - g_lo * (hi - lo) / (g_hi - g_lo)
-            fallback = jnp.where(jnp.isfinite(secant) & (secant > lo) & (secant < hi), secant, 0.5 * (lo + hi))
+            regula = lo - g_lo * (hi - lo) / (g_hi - g_lo)
+            fallback = jnp.where(jnp.isfinite(regula) & (regula > lo) & (regula < hi), regula, 0.5 * (lo + hi))
             new = jnp.where(jnp.isfinite(newton) & (newton > lo) & (newton < hi), newton, fallback)
             # v already prices the quote to rounding, or, where vega is immaterial (deep in the
             # money, next to the exercise boundary, where the approximation's price is flat and
             # not even monotone in the vol), to 1e-9 of the spot (far below any quote tick): keep it
-            flat = vega < 1e-3 * S * jnp.sqrt(T)
+            flat = slope < 1e-3 * S * sqrt_t
             matched = (jnp.abs(g) <= price_floor) | (flat & (jnp.abs(g) <= 1e-9 * jnp.maximum(S, K)))
             new = jnp.where(matched, v, new)
             done = matched | (jnp.abs(new - v) <= _IV_TOL * v)
-            return it + 1, jnp.where(active, new, v), lo, g_lo, hi, g_hi, last, active & ~done
+            return (it + 1, jnp.where(active, new, v), v, g, lo, g_lo, hi, g_hi, last, active & ~done)
 
         def cond(carry):
-            return (carry[0] < _IV_STEPS) & jnp.any(carry[-1])
+            return (carry[0] < max_steps) & jnp.any(carry[-1])
 
         # start: the European IV of the price less the early-exercise premium at the European IV
         # (the premium moves little with the vol, so this is close and Newton needs 2 or 3 steps)
@@ -313,8 +330,8 @@ def _iv_kernel(method):
         iv_de, st_de = iv_kernel(jnp.maximum(target - premium, 0.0), S, K, T, r, q, is_call)
         v0 = jnp.where((st_de == 0) & (iv_de > 1e-6) & (iv_de < hi0), iv_de, v_e)
         nan = jnp.full_like(S, jnp.nan)
-        carry = (0, v0, jnp.full_like(S, 1e-6), floor_price - target, hi0, nan, jnp.zeros_like(S), solvable)
-        *_, v, _, _, _, _, _, active = jax.lax.while_loop(cond, step, carry)
+        carry = (0, v0, nan, nan, jnp.full_like(S, 1e-6), floor_price - target, hi0, nan, jnp.zeros_like(S), solvable)
+        _, v, *_, active = jax.lax.while_loop(cond, step, carry)
         status = jnp.where(solvable & active, 5, status)
         return jnp.where(status == 0, v, jnp.nan), status.astype(jnp.int8)
 
@@ -325,12 +342,54 @@ def _iv_kernel(method):
 
 def american_implied_vol(price, S, K, T, r, q, is_call, *, method: str = "qdfp") -> tuple[np.ndarray, np.ndarray]:
     """Implied volatility of American prices under ``method`` and a status code per contract
-    (:data:`optrader_pipelines.pricing.IV_STATUS`): safeguarded Newton with the autodiff vega,
-    bracketed above by the European IV of the same price. NaN wherever the status is not 0."""
+    (:data:`optrader_pipelines.pricing.IV_STATUS`): a safeguarded secant iteration from the
+    de-Americanized vol, bracketed above by the European IV of the same price (false position when
+    a step leaves the bracket). NaN wherever the status is not 0."""
     arrs, calls = _runtime.as_arrays(price, S, K, T, r, q, is_call=is_call)
-    iv, status = _runtime.run(_kernel("iv", method), arrs + [calls],
-                              [10.0, 100.0, 100.0, 1.0, 0.05, 0.02, True], 2)
+    pad = [10.0, 100.0, 100.0, 1.0, 0.05, 0.02, True]
+    iv, status = _runtime.run(_kernel("iv", method), arrs + [calls], pad, 2)
+    slow = np.flatnonzero(status == 5)
+    if slow.size:
+        iv, status = iv.copy(), status.copy()  # the first pass's outputs are read-only device views
+        iv_s, status_s = _runtime.run(_kernel("iv_slow", method), [a[slow] for a in arrs] + [calls[slow]], pad, 2)
+        iv[slow], status[slow] = iv_s, status_s
     return iv, status.astype(np.int8)
+
+
+def _max_over_time(a, c, sig, T):
+    """max over t in (0, T] of a / (sig sqrt t) + c sqrt t for a < 0 (numpy)."""
+    x_t = np.sqrt(T)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_star = np.sqrt(np.where(c < 0, a / (sig * np.where(c < 0, c, -1.0)), np.inf))
+    x = np.minimum(x_star, x_t)
+    return a / (sig * x) + c * x
+
+
+def early_exercise_premium_bound(S, K, T, r, q, sigma, is_call) -> np.ndarray:
+    """An upper bound on the early-exercise premium (American minus European price), numpy.
+
+    From the premium's integral representation with the boundary replaced by its bound on the
+    safe side: a put's boundary never exceeds its value at expiry, X = K min(1, r/q), so its premium
+    is at most r K T max_t N(-d-(S/X, t)); a call's never falls below its value at expiry,
+    X = K max(1, r/q), so its premium is at most q S T max_t N(d+(S/X, t)). The max over t has a closed form. Where the
+    bound is far below the price's rounding, the European formula is the American value."""
+    S, K, T, r, q, sig = (np.asarray(a, dtype=np.float64) for a in (S, K, T, r, q, sigma))
+    is_call = np.asarray(is_call, dtype=bool)
+    out = np.full(np.broadcast(S, K, T, r, q, sig, is_call).shape, np.inf)
+    with np.errstate(all="ignore"):
+        # put: a = ln(X/S), c = -(r - q - sig^2/2)/sig
+        X = K * np.minimum(1.0, np.where(q > 0, r / np.where(q > 0, q, 1.0), 1.0))
+        a_p = np.log(X / S)
+        d_p = _max_over_time(a_p, -(r - q - 0.5 * sig * sig) / sig, sig, T)
+        put = np.where(r <= 0, 0.0, np.where(a_p < 0, r * K * T * ndtr(d_p), np.inf))
+        # call: the boundary rises with the time to expiry from X = K max(1, r/q), its lower bound
+        b = r - q
+        X_c = K * np.maximum(1.0, np.where(q > 0, r / np.where(q > 0, q, 1.0), 1.0))
+        a_c = np.log(S / X_c)
+        d_c = _max_over_time(a_c, (b + 0.5 * sig * sig) / sig, sig, T)
+        call = np.where(q <= 0, 0.0, np.where(a_c < 0, q * S * T * ndtr(d_c), np.inf))
+        out = np.where(is_call, call, put)
+    return np.where(np.isfinite(out), out, np.inf)
 
 
 def leisen_reimer_price(S, K, T, r, q, sigma, is_call, steps: int = 2001, american: bool = True) -> np.ndarray:

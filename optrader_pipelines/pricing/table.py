@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .american import american_greeks, american_implied_vol
+from .american import american_greeks, american_implied_vol, early_exercise_premium_bound
 from .european import bsm_greeks
 from .forwards import dividend_yield_from_forward, parity_forwards
 from .implied import IV_STATUS_ALL, implied_vol
@@ -74,13 +74,28 @@ def greeks_table(chain, *, price_column: str = "mid"):
     greeks = {k: np.full(n, np.nan) for k in ("price", "delta", "gamma", "theta", "vega", "rho",
                                               "vanna", "volga", "charm")}
     # American rows where early exercise can never pay (a call with no dividend yield, a put at a
-    # non-positive rate) are priced exactly by the European model; the American engine, which
-    # costs about a hundred European evaluations, runs only where it changes the answer
+    # non-positive rate) are priced exactly by the European model; so are those whose
+    # early-exercise premium is provably negligible at their European IV (bounded by
+    # early_exercise_premium_bound below 1e-10 x vega and 1e-12 x S: the European IV then solves the
+    # American price to 1e-10 in vol). The American engine, which costs hundreds of European
+    # evaluations, runs only where it changes the answer.
     early = american & np.where(is_call, q > 0, r > 0)
     quoted = np.isfinite(price)
-    for rows, solve, model in ((~early & quoted, implied_vol, "E"), (early & quoted, american_implied_vol, "A")):
-        if rows.any():
-            iv[rows], status[rows] = solve(price[rows], S[rows], K[rows], t[rows], r[rows], q[rows], is_call[rows])
+    iv[quoted], status[quoted] = implied_vol(price[quoted], S[quoted], K[quoted], t[quoted], r[quoted], q[quoted],
+                                             is_call[quoted])
+    check = early & quoted & (status == 0)
+    if check.any():
+        args = (S[check], K[check], t[check], r[check], q[check], iv[check], is_call[check])
+        bound = early_exercise_premium_bound(*args)
+        vega = bsm_greeks(*args)["vega"]
+        negligible = np.zeros(n, dtype=bool)
+        negligible[check] = bound <= np.minimum(1e-10 * vega, 1e-12 * S[check])
+        early = early & ~negligible
+    rows = early & quoted
+    if rows.any():
+        iv[rows], status[rows] = american_implied_vol(price[rows], S[rows], K[rows], t[rows], r[rows], q[rows],
+                                                      is_call[rows])
+    for model, rows in (("E", ~early & quoted), ("A", early & quoted)):
         solved = rows & (status == 0)  # Greeks at a NaN IV are NaN: not worth computing
         if solved.any():
             args = (S[solved], K[solved], t[solved], r[solved], q[solved], iv[solved], is_call[solved])
