@@ -21,10 +21,11 @@ from .market_data import COMMON
 
 @dg.asset(dagster_type=pandera_schema_to_dagster_type(DailyReportSchema), kinds={"pandas", "duckdb"}, **COMMON)
 def daily_report(context: dg.AssetExecutionContext, safety_checked_orders: pd.DataFrame,
-                 ranked_signals: pd.DataFrame, option_greeks: pd.DataFrame, settings: TradingSettingsResource,
+                 ranked_signals: pd.DataFrame, position_actions: pd.DataFrame, option_greeks: pd.DataFrame, settings: TradingSettingsResource,
                  broker: PaperBrokerResource, warehouse: WarehouseResource) -> dg.Output[pd.DataFrame]:
     """The day's report, in Markdown and HTML files and in this asset's metadata: portfolio summary
-    (net liquidation value, cash, positions, P&L, portfolio Greeks), top signals with reasons,
+    (net liquidation value, cash, positions, P&L, portfolio Greeks), the day's position-management
+    decisions (closes and rolls with rule and reason), top signals with reasons,
     orders placed and rejected with reasons, and the next-day plan. Its one-row table is the
     book's daily history (closing NLV, peak, drawdown) that the next day's risk checks read."""
     day = dt.date.fromisoformat(context.partition_key)
@@ -39,7 +40,7 @@ def daily_report(context: dg.AssetExecutionContext, safety_checked_orders: pd.Da
     data = reports.ReportData(
         trade_date=day, account=pb.account, market=settings.market_label, risk_profile=settings.risk_profile,
         risk_level=settings.risk_level, summary=summary, positions=positions, signals=ranked_signals,
-        orders=safety_checked_orders, settlements=settled, next_day_plan=plan)
+        orders=safety_checked_orders, settlements=settled, next_day_plan=plan, actions=position_actions)
     md_path, html_path, markdown = reports.write(data, Path(settings.report_dir))
     row = pd.DataFrame([{
         "account": pb.account, "nlv": summary["nlv"], "cash": summary["cash"],

@@ -8,11 +8,19 @@ import pandas as pd
 from dagster_pandera import pandera_schema_to_dagster_type
 
 from optrader_pipelines.broker import DEPOSIT_DATE
-from optrader_pipelines.daily import book_history, close_book, place_accepted, underlying_prices
+from optrader_pipelines.daily import (
+    book_history,
+    close_book,
+    manage_positions,
+    place_accepted,
+    roll_signals,
+    underlying_prices,
+)
 from optrader_pipelines.risk import check_signals, max_risk_per_contract
 from optrader_pipelines.signals import RankingConfig, rank_signals
 from optrader_pipelines.strategies import StrategyConfig, build_candidates
 from optrader_pipelines.validation import (
+    PositionActionsSchema,
     RankedSignalsSchema,
     SafetyCheckedOrdersSchema,
     ScoredOpportunitiesSchema,
@@ -68,19 +76,47 @@ def ranked_signals(context: dg.AssetExecutionContext, scored_opportunities: pd.D
     })
 
 
-@dg.asset(dagster_type=pandera_schema_to_dagster_type(SafetyCheckedOrdersSchema), kinds={"pandas", "duckdb"}, **COMMON)
-def safety_checked_orders(context: dg.AssetExecutionContext, ranked_signals: pd.DataFrame,
-                          option_greeks: pd.DataFrame, settings: TradingSettingsResource,
-                          broker: PaperBrokerResource, warehouse: WarehouseResource) -> dg.Output[pd.DataFrame]:
-    """Each signal sized and checked against the risk profile (defined risk only, position size,
-    open-position limit, cash buffer, drawdown and daily-loss halts, leverage cap); accepted ones
-    are sent to the broker with an idempotency key from (account, trade day, signal), so
-    re-materializing a day never places an order twice. Rejections carry their reason."""
+@dg.asset(dagster_type=pandera_schema_to_dagster_type(PositionActionsSchema), kinds={"pandas", "duckdb"}, **COMMON)
+def position_actions(context: dg.AssetExecutionContext, option_greeks: pd.DataFrame,
+                     scored_opportunities: pd.DataFrame, settings: TradingSettingsResource,
+                     broker: PaperBrokerResource) -> dg.Output[pd.DataFrame]:
+    """What the desk did with each position it held at the start of the day, at the close and
+    before any new trade: expirations settled, then the management rules (stop loss, profit
+    target, tested short strike -> roll for a net credit or close, days-to-expiration exit; see
+    optrader_pipelines/management.py) with the rule, the measured value, the threshold and the
+    reason. Closing orders carry a key from (account, day, position, rule): re-materializing the
+    day never closes twice. The opening half of a roll goes to the safety checks as a signal."""
     day = dt.date.fromisoformat(context.partition_key)
     pb = broker.get()
     settled = pb.settle_expirations(day, underlying_prices(option_greeks), context.run_id)
+    actions = manage_positions(pb, day, option_greeks, scored_opportunities, settings.rulebook(), context.run_id)
+    counts = actions["action"].value_counts().to_dict()
+    show = ["position_id", "underlying", "strategy", "action", "rule", "order_status", "fill_price", "reason"]
+    return dg.Output(actions, metadata={
+        "dagster/row_count": len(actions),
+        "settled_at_expiration": len(settled),
+        "closed": int(counts.get("close", 0)), "rolled": int(counts.get("roll", 0)), "held": int(counts.get("hold", 0)),
+        "already_placed": int(actions["already_placed"].sum()) if len(actions) else 0,
+        "actions": md_table(actions[show], 30),
+    })
+
+
+@dg.asset(dagster_type=pandera_schema_to_dagster_type(SafetyCheckedOrdersSchema), kinds={"pandas", "duckdb"}, **COMMON)
+def safety_checked_orders(context: dg.AssetExecutionContext, ranked_signals: pd.DataFrame,
+                          position_actions: pd.DataFrame, scored_opportunities: pd.DataFrame,
+                          option_greeks: pd.DataFrame, settings: TradingSettingsResource,
+                          broker: PaperBrokerResource, warehouse: WarehouseResource) -> dg.Output[pd.DataFrame]:
+    """Each signal (the opening halves of the day's rolls first, then the ranked signals) sized and
+    checked against the risk profile (defined risk only, position size, open-position limit, cash
+    buffer, drawdown and daily-loss halts, leverage cap) on the book after the day's closes;
+    accepted ones are sent to the broker with an idempotency key from (account, trade day,
+    signal), so re-materializing a day never places an order twice. Rejections carry their reason."""
+    day = dt.date.fromisoformat(context.partition_key)
+    pb = broker.get()
     book, _, summary = close_book(pb, warehouse.get(), day, option_greeks, before_orders=True)
-    decisions = check_signals(ranked_signals, book, settings.profile(), settings.risk_level, day,
+    rolls = roll_signals(position_actions, scored_opportunities)
+    signals = pd.concat([rolls, ranked_signals], ignore_index=True) if len(rolls) else ranked_signals
+    decisions = check_signals(signals, book, settings.profile(), settings.risk_level, day,
                               broker.commission_per_contract)
     orders = place_accepted(decisions, pb, option_greeks, day, context.run_id)
     accepted = orders[orders["status"] == "accepted"]
@@ -91,7 +127,7 @@ def safety_checked_orders(context: dg.AssetExecutionContext, ranked_signals: pd.
         "rejected": int((orders["status"] == "rejected").sum()),
         "filled": int((orders["order_status"] == "filled").sum()),
         "already_placed": int(orders["already_placed"].sum()),
-        "settled_at_expiration": len(settled),
+        "rolls_opened": int(((orders["rank"] == 0) & (orders["order_status"] == "filled")).sum()),
         "nlv_before_orders": summary["nlv"],
         "orders": md_table(orders[show], 20),
     })

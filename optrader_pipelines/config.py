@@ -52,6 +52,17 @@ def _universe(name: str) -> tuple[str, ...]:
     return symbols
 
 
+def _management_rules(name: str) -> str:
+    from .management import rulebook_from_json
+
+    raw = _env(name, "") or ""
+    try:
+        rulebook_from_json(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     market: str = "synthetic"
@@ -67,6 +78,7 @@ class Settings:
     top_n: int = 4
     fill_fraction: float = 0.5
     commission_per_contract: float = 0.65
+    management_rules: str = ""
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -88,4 +100,5 @@ class Settings:
             top_n=_number("OPTRADER_TOP_N", 4, int, 1),
             fill_fraction=fill,
             commission_per_contract=_number("OPTRADER_COMMISSION", 0.65, float, 0.0),
+            management_rules=_management_rules("OPTRADER_MANAGEMENT_RULES"),
         )

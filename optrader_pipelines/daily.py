@@ -11,8 +11,9 @@ import pandas as pd
 
 from . import calendar as cal
 from .broker import DEPOSIT_DATE, OrderRequest, PaperBroker
+from .management import DECISION_COLUMNS, RuleBook, evaluate_book
 from .portfolio import mark_positions
-from .risk import BookState
+from .risk import BookState, idempotency_key
 from .storage import Warehouse, WarehouseError
 
 
@@ -96,3 +97,59 @@ def require_closed(day: dt.date, now: pd.Timestamp | None = None) -> dt.date:
     if day > latest:
         raise ValueError(f"{day.isoformat()} has not closed yet (latest completed NYSE session: {latest.isoformat()})")
     return day
+
+
+ACTION_COLUMNS = DECISION_COLUMNS + ["order_id", "order_status", "fill_price", "realized_pnl", "already_placed"]
+
+
+def positions_at_open(broker: PaperBroker, day: dt.date) -> pd.DataFrame:
+    """Positions open when ``day`` begins (opened before it, not closed before it): the book the
+    management rules see, the same on every re-run of the day even after its closes."""
+    return broker.wh.query(
+        "SELECT * FROM positions WHERE account = ? AND opened_date < ? AND (closed_date IS NULL OR closed_date >= ?) "
+        "ORDER BY opened_date, position_id", [broker.account, day, day])
+
+
+def manage_positions(broker: PaperBroker, day: dt.date, greeks: pd.DataFrame, candidates: pd.DataFrame,
+                     rulebook: RuleBook, run_id: str) -> pd.DataFrame:
+    """The management rules applied at the close, before new trades: one row per position open at
+    the start of the day with its decision; closes (and the closing half of rolls) are sent to the
+    broker with a key from (account, day, position, rule), so a re-run never closes twice. The
+    opening half of a roll is a signal for the safety checks (``roll_candidate_id``)."""
+    book = positions_at_open(broker, day)
+    decisions = evaluate_book(mark_positions(book, greeks), greeks, day, rulebook, candidates)
+    out = decisions.assign(order_id=None, order_status="none", fill_price=np.nan, realized_pnl=np.nan,
+                           already_placed=False)
+    g = greeks.assign(_exp=pd.to_datetime(greeks["expiration"]).dt.strftime("%Y-%m-%d"))
+    for i, d in out[out["action"].isin(["close", "roll"])].iterrows():
+        key = idempotency_key(broker.account, day, f"manage:{d['position_id']}:{d['rule']}")
+        rows = g[g["underlying"] == d["underlying"]]
+        quotes = {(e, float(k), t): (float(b), float(a)) for e, k, t, b, a in
+                  zip(rows["_exp"], rows["strike"], rows["option_type"], rows["bid"], rows["ask"])}
+        try:
+            res = broker.close_position(d["position_id"], day, quotes, f"{d['rule']}: {d['reason']}", key, run_id)
+        except ValueError as exc:  # no quote for a leg: the position stays open, the reason is recorded
+            out.loc[i, ["order_status", "reason"]] = ["not sent", f"{d['reason']}; close not sent: {exc}"]
+            continue
+        pnl = broker.wh.query("SELECT realized_pnl FROM positions WHERE position_id = ?", [d["position_id"]])
+        out.loc[i, ["order_id", "order_status", "fill_price", "realized_pnl", "already_placed"]] = [
+            res.order_id, res.status, res.fill_price, float(pnl["realized_pnl"].iloc[0]), res.already_placed]
+    return out[ACTION_COLUMNS]
+
+
+def roll_signals(actions: pd.DataFrame, candidates: pd.DataFrame) -> pd.DataFrame:
+    """The opening halves of the day's rolls as signals (rank 0, ahead of the ranked signals),
+    so they pass the same safety checks as any new trade."""
+    rolls = actions[(actions["action"] == "roll") & (actions["order_status"] == "filled")]
+    if rolls.empty or candidates.empty:
+        return pd.DataFrame()
+    c = candidates.set_index("candidate_id")
+    rows = []
+    for r in rolls.itertuples(index=False):
+        if r.roll_candidate_id not in c.index:
+            continue
+        cand = c.loc[r.roll_candidate_id]
+        rows.append({**cand.to_dict(), "candidate_id": r.roll_candidate_id, "rank": 0,
+                     "signal_id": f"roll:{r.position_id}:{r.roll_candidate_id}",
+                     "reasons": f"roll of {r.position_id}: {r.reason}"})
+    return pd.DataFrame(rows)

@@ -55,7 +55,7 @@ def build_resources(settings: Settings) -> dict:
                                       starting_cash=settings.starting_cash),
         "settings": TradingSettingsResource(risk_profile=settings.risk_profile, risk_level=settings.risk_level,
                                             top_n=settings.top_n, report_dir=str(settings.report_dir),
-                                            market_label=market.label),
+                                            market_label=market.label, management_rules=settings.management_rules),
     }
 
 

@@ -81,6 +81,39 @@ class RuleBook:
         return cls(base, {s: replace(base, **o) for s, o in (per_strategy or {}).items()})
 
 
+def rulebook_from_json(text: str) -> RuleBook:
+    """A :class:`RuleBook` from JSON ``{"default": {field: value}, "<strategy>": {field: value}}``
+    (``OPTRADER_MANAGEMENT_RULES``); empty text gives the defaults. Unknown strategies or fields
+    and invalid values are errors naming them."""
+    import json as _json
+    from dataclasses import fields
+
+    if not text or not text.strip():
+        return RuleBook()
+    try:
+        raw = _json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"management rules are not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError("management rules must be a JSON object of {strategy or 'default': {field: value}}")
+    from .strategies import STRATEGIES
+
+    allowed = {f.name for f in fields(ManagementRules)}
+    for name, over in raw.items():
+        if name != "default" and name not in STRATEGIES:
+            raise ValueError(f"management rules: unknown strategy {name!r} (known: default, {', '.join(STRATEGIES)})")
+        if not isinstance(over, dict):
+            raise ValueError(f"management rules for {name!r} must be an object of field: value")
+        unknown = set(over) - allowed
+        if unknown:
+            raise ValueError(f"management rules for {name!r}: unknown field(s) {', '.join(sorted(unknown))} "
+                             f"(known: {', '.join(sorted(allowed))})")
+    try:
+        return RuleBook.from_overrides(raw.get("default", {}), {k: v for k, v in raw.items() if k != "default"})
+    except TypeError as exc:  # a value of the wrong type (a string where a number belongs)
+        raise ValueError(f"management rules: {exc}") from None
+
+
 DECISION_COLUMNS = ["position_id", "underlying", "strategy", "expiration", "dte", "action", "rule", "value",
                     "threshold", "reason", "roll_candidate_id", "roll_net_credit"]
 

@@ -33,6 +33,7 @@ class ReportData:
     orders: pd.DataFrame
     settlements: pd.DataFrame
     next_day_plan: list[str]
+    actions: pd.DataFrame | None = None  # position_actions: the management decisions of the day
 
 
 def _records(df: pd.DataFrame) -> list[dict]:
@@ -46,6 +47,7 @@ def render(data: ReportData) -> tuple[str, str]:
         placed=_records(data.orders[data.orders["status"] == "accepted"]) if len(data.orders) else [],
         rejected=_records(data.orders[data.orders["status"] != "accepted"]) if len(data.orders) else [],
         settlements=_records(data.settlements), plan=data.next_day_plan,
+        actions=[a for a in _records(data.actions) if a["action"] != "hold"],
     )
     return _ENV.get_template("daily_report.md.j2").render(**ctx), _ENV.get_template("daily_report.html.j2").render(**ctx)
 

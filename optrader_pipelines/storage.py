@@ -127,11 +127,18 @@ class Warehouse:
             return [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
 
     def _sync_columns(self, con, table: str, df: pd.DataFrame) -> None:
-        existing = {r[0] for r in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
+        """Add the frame's new columns; give a column the table got from an empty day (DuckDB
+        types an all-null column as NULL) the type the incoming rows have."""
+        existing = {r[0]: r[1] for r in con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
+        incoming = {r[0]: r[1] for r in con.execute("DESCRIBE incoming").fetchall()}
         for col in df.columns:
             if col not in existing:
                 con.execute(f"ALTER TABLE {_ident(table)} ADD COLUMN {_ident(col)} {_duck_type(df[col].dtype)}")
+            elif existing[col] == '"NULL"' or existing[col] == "NULL":
+                new_type = incoming.get(col, "NULL")
+                if new_type not in ("NULL", '"NULL"'):
+                    con.execute(f"ALTER TABLE {_ident(table)} ALTER {_ident(col)} TYPE {new_type}")
 
     def replace_day(self, table: str, trade_date: dt.date, df: pd.DataFrame, run_id: str) -> int:
         """Atomically replace ``table``'s rows for ``trade_date`` with ``df`` (plus trade_date, run_id)."""

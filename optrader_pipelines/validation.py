@@ -114,6 +114,20 @@ RankedSignalsSchema = pa.DataFrameSchema(
     name="ranked_signals",
 )
 
+PositionActionsSchema = pa.DataFrameSchema(
+    {
+        "position_id": pa.Column(str, unique=True),
+        "action": pa.Column(str, pa.Check.isin(["hold", "close", "roll"])),
+        "reason": pa.Column(str, pa.Check.str_length(min_value=1)),
+        "order_status": pa.Column(str, pa.Check.isin(["none", "filled", "not sent"])),
+    },
+    checks=[
+        pa.Check(lambda df: (df["action"] != "hold") | (df["order_status"] == "none"), name="hold_sends_nothing"),
+        pa.Check(lambda df: (df["action"] != "roll") | df["roll_candidate_id"].notna(), name="roll_has_a_target"),
+    ],
+    name="position_actions",
+)
+
 SafetyCheckedOrdersSchema = pa.DataFrameSchema(
     {
         "signal_id": pa.Column(str, unique=True),

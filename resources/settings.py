@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from optrader_pipelines.management import RuleBook, rulebook_from_json
 from optrader_pipelines.risk import LEVEL_SCALE, RiskProfile, get_profile
 
 
@@ -13,6 +14,10 @@ class TradingSettingsResource(dg.ConfigurableResource):
     top_n: int = 4
     report_dir: str = "data/reports"
     market_label: str = "synthetic"
+    management_rules: str = ""  # JSON: {"default": {...}, "<strategy>": {...}} over ManagementRules fields
+
+    def rulebook(self) -> RuleBook:
+        return rulebook_from_json(self.management_rules)
 
     def profile(self) -> RiskProfile:
         if self.risk_level not in LEVEL_SCALE:

@@ -57,7 +57,7 @@ def test_the_whole_graph_materializes_and_records_every_asset(first_run):
         assert col in greeks.columns
     report = wh.read_day("daily_report", D1).iloc[0]
     text = Path(report["report_path"]).read_text()
-    for section in ("## Portfolio", "## Top signals", "## Orders placed", "## Orders rejected", "## Next-day plan"):
+    for section in ("## Portfolio", "## Position management", "## Top signals", "## Orders placed", "## Orders rejected", "## Next-day plan"):
         assert section in text
     assert Path(report["report_html_path"]).read_text().startswith("<!doctype html>")
     orders = wh.read_day("safety_checked_orders", D1)
@@ -178,3 +178,60 @@ def test_definitions_load_and_schedule_targets_trading_days():
         data = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=holiday,
                                                                repository_def=defs.get_repository_def()))
         assert not data.run_requests and "not an NYSE trading day" in data.skip_message
+
+
+def test_management_rules_close_positions_before_new_trades_once(tmp_path):
+    """Day 1 opens positions; on day 2 a 400-day time exit (rolls off) closes every one of them at
+    the close, before the day's new orders, and a re-run of day 2 closes nothing twice."""
+    res = _resources(tmp_path)
+    assert _run(res, D1).success
+    wh = Warehouse(tmp_path / "optrader.duckdb")
+    opened = wh.query("SELECT position_id FROM positions WHERE opened_date = ?", [D1])["position_id"].tolist()
+    assert opened
+    res2 = _resources(tmp_path, management_rules='{"default": {"dte_exit": 400, "roll": false}}')
+    result = _run(res2, DAY)
+    assert result.success
+    actions = wh.read_day("position_actions", DAY)
+    assert sorted(actions["position_id"]) == sorted(opened)
+    assert set(actions["action"]) == {"close"} and set(actions["rule"]) <= {"time_exit", "stop_loss", "profit_target",
+                                                                             "tested"}
+    # a leg the day's chain no longer lists cannot be closed at the paper fill: it stays open, and
+    # the decision says why
+    unsent = actions[actions["order_status"] != "filled"]
+    assert unsent["reason"].str.contains("close not sent: no quote for leg").all()
+    filled = actions[actions["order_status"] == "filled"]["position_id"].tolist()
+    assert filled
+    closed = wh.query("SELECT * FROM positions WHERE position_id IN (SELECT unnest(?))", [filled])
+    assert (pd.to_datetime(closed["closed_date"]).dt.date == DAY).all() and closed["realized_pnl"].notna().all()
+    assert closed["close_reason"].str.startswith(("time_exit", "stop_loss", "profit_target", "tested")).all()
+    closes = wh.query("SELECT * FROM broker_orders WHERE action = 'close'")
+    assert sorted(closes["position_id"]) == sorted(filled)
+    # the day's new trades saw the book after the closes: none was refused for a position it closed
+    orders = wh.read_day("safety_checked_orders", DAY)
+    assert not orders["reason"].str.contains("already holding").any()
+    counts = {t: wh.count(t) for t in ("broker_orders", "positions", "cash_ledger")}
+    again = _run(res2, DAY)
+    assert again.success
+    assert {t: wh.count(t) for t in ("broker_orders", "positions", "cash_ledger")} == counts
+    report = Path(wh.read_day("daily_report", DAY).iloc[0]["report_path"]).read_text()
+    assert "## Position management" in report and "time_exit" in report
+    rerun = wh.read_day("position_actions", DAY)
+    assert rerun.loc[rerun["order_status"] == "filled", "already_placed"].all()
+
+
+def test_management_rules_setting_is_validated():
+    from optrader_pipelines.config import ConfigError
+
+    import os
+    os.environ["OPTRADER_MANAGEMENT_RULES"] = '{"iron_condr": {"profit_target": 0.3}}'
+    try:
+        with pytest.raises(ConfigError, match="unknown strategy 'iron_condr'"):
+            Settings.from_env()
+        os.environ["OPTRADER_MANAGEMENT_RULES"] = '{"default": {"profit_targt": 0.3}}'
+        with pytest.raises(ConfigError, match="unknown field.*profit_targt"):
+            Settings.from_env()
+        os.environ["OPTRADER_MANAGEMENT_RULES"] = '{"default": {"dte_exit": -1}}'
+        with pytest.raises(ConfigError, match="dte_exit=-1"):
+            Settings.from_env()
+    finally:
+        del os.environ["OPTRADER_MANAGEMENT_RULES"]
