@@ -16,6 +16,7 @@ from optrader_pipelines.daily import (
     roll_signals,
     underlying_prices,
 )
+from optrader_pipelines.killswitch import KillSwitch
 from optrader_pipelines.risk import check_signals, max_risk_per_contract
 from optrader_pipelines.signals import RankingConfig, rank_signals
 from optrader_pipelines.strategies import StrategyConfig, build_candidates
@@ -108,12 +109,15 @@ def safety_checked_orders(context: dg.AssetExecutionContext, ranked_signals: pd.
                           broker: PaperBrokerResource, warehouse: WarehouseResource) -> dg.Output[pd.DataFrame]:
     """Each signal (the opening halves of the day's rolls first, then the ranked signals) sized and
     checked against the risk profile (defined risk only, position size, open-position limit, cash
-    buffer, drawdown and daily-loss halts, leverage cap) on the book after the day's closes;
+    buffer, drawdown and daily-loss halts, leverage cap, the kill switch) on the book after the
+    day's closes;
     accepted ones are sent to the broker with an idempotency key from (account, trade day,
     signal), so re-materializing a day never places an order twice. Rejections carry their reason."""
     day = dt.date.fromisoformat(context.partition_key)
     pb = broker.get()
-    book, _, summary = close_book(pb, warehouse.get(), day, option_greeks, before_orders=True)
+    switch = KillSwitch(warehouse.get(), pb.account).state()
+    book, _, summary = close_book(pb, warehouse.get(), day, option_greeks, before_orders=True,
+                                  kill_switch=switch.engaged, kill_switch_reason=switch.describe())
     rolls = roll_signals(position_actions, scored_opportunities)
     signals = pd.concat([rolls, ranked_signals], ignore_index=True) if len(rolls) else ranked_signals
     decisions = check_signals(signals, book, settings.profile(), settings.risk_level, day,
@@ -127,6 +131,7 @@ def safety_checked_orders(context: dg.AssetExecutionContext, ranked_signals: pd.
         "rejected": int((orders["status"] == "rejected").sum()),
         "filled": int((orders["order_status"] == "filled").sum()),
         "already_placed": int(orders["already_placed"].sum()),
+        "kill_switch": switch.describe(),
         "rolls_opened": int(((orders["rank"] == 0) & (orders["order_status"] == "filled")).sum()),
         "nlv_before_orders": summary["nlv"],
         "orders": md_table(orders[show], 20),

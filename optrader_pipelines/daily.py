@@ -27,7 +27,7 @@ def book_history(wh: Warehouse, account: str, before: dt.date) -> pd.DataFrame:
 
 
 def close_book(broker: PaperBroker, wh: Warehouse, day: dt.date, greeks: pd.DataFrame, kill_switch: bool = False,
-               before_orders: bool = False) -> tuple[BookState, pd.DataFrame, dict]:
+               before_orders: bool = False, kill_switch_reason: str = "") -> tuple[BookState, pd.DataFrame, dict]:
     """The account at the close of ``day`` (positions marked at the day's mids) and a summary;
     ``before_orders`` leaves out the day's own opening orders (the book the safety checks see)."""
     positions = mark_positions(broker.open_positions(day, before_orders), greeks)
@@ -42,7 +42,7 @@ def close_book(broker: PaperBroker, wh: Warehouse, day: dt.date, greeks: pd.Data
     realized = wh.query("SELECT coalesce(sum(realized_pnl), 0) AS r FROM positions WHERE account = ? AND closed_date <= ?",
                         [broker.account, day])["r"].iloc[0]
     book = BookState(account=broker.account, cash=cash, nlv=nlv, peak_nlv=peak, previous_nlv=previous,
-                     open_positions=positions, kill_switch=kill_switch)
+                     open_positions=positions, kill_switch=kill_switch, kill_switch_reason=kill_switch_reason)
     summary = {
         "nlv": nlv, "cash": cash, "positions_value": positions_value, "buying_power": cash - collateral,
         "previous_nlv": previous, "daily_pnl": nlv - previous, "peak_nlv": peak, "drawdown": book.drawdown,

@@ -18,6 +18,7 @@ from resources import (
     WarehouseIOManager,
     WarehouseResource,
 )
+from jobs import engage_kill_switch_job, release_kill_switch_job
 from sensors import daily_run_schedule
 
 daily_run_job = dg.define_asset_job(
@@ -64,7 +65,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=DAILY_ASSETS,
         asset_checks=DAILY_CHECKS,
-        jobs=[daily_run_job],
+        jobs=[daily_run_job, engage_kill_switch_job, release_kill_switch_job],
         schedules=[daily_run_schedule],
         resources=build_resources(settings),
     )

@@ -117,6 +117,7 @@ class BookState:
     previous_nlv: float
     open_positions: pd.DataFrame = field(default_factory=pd.DataFrame)  # position_id, underlying, strategy, expiration, max_loss, collateral, quantity
     kill_switch: bool = False
+    kill_switch_reason: str = ""
 
     @property
     def drawdown(self) -> float:
@@ -148,7 +149,8 @@ def check_signals(signals: pd.DataFrame, book: BookState, profile: RiskProfile, 
     budget = max_risk_per_contract(profile, level, book.nlv)
     halted = None
     if book.kill_switch:
-        halted = "kill switch engaged: no opening orders"
+        halted = "kill switch engaged: no opening orders" + (f" ({book.kill_switch_reason})"
+                                                              if book.kill_switch_reason else "")
     elif profile.max_drawdown is not None and book.drawdown >= profile.max_drawdown:
         halted = f"halted: drawdown {book.drawdown:.1%} from peak ${book.peak_nlv:,.2f} >= {profile.max_drawdown:.0%}"
     elif -book.daily_return >= profile.max_daily_loss:

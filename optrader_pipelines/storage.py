@@ -65,6 +65,15 @@ LEDGER_DDL = [
         realized_pnl DOUBLE,
         close_reason VARCHAR
     )""",
+    """CREATE TABLE IF NOT EXISTS kill_switch_events (
+        event_id VARCHAR PRIMARY KEY,
+        account VARCHAR NOT NULL,
+        engaged BOOLEAN NOT NULL,
+        reason VARCHAR NOT NULL,
+        actor VARCHAR NOT NULL,
+        event_at TIMESTAMP NOT NULL,
+        run_id VARCHAR
+    )""",
     """CREATE TABLE IF NOT EXISTS cash_ledger (
         entry_id VARCHAR PRIMARY KEY,
         account VARCHAR NOT NULL,

@@ -235,3 +235,34 @@ def test_management_rules_setting_is_validated():
             Settings.from_env()
     finally:
         del os.environ["OPTRADER_MANAGEMENT_RULES"]
+
+
+def test_kill_switch_blocks_opening_orders_until_explicitly_released(tmp_path):
+    from jobs import release_kill_switch_job
+    from optrader_pipelines.killswitch import KillSwitch
+
+    res = _resources(tmp_path)
+    wh = Warehouse(tmp_path / "optrader.duckdb")
+    ks = KillSwitch(wh, "paper")
+    assert ks.engage("daily loss 12% >= 10%", actor="intraday_risk_sensor", key="breach-1")
+    assert not ks.engage("daily loss 12% >= 10%", actor="intraday_risk_sensor", key="breach-1")  # one event
+    result = _run(res, D1)
+    assert result.success
+    orders = wh.read_day("safety_checked_orders", D1)
+    assert len(orders) >= 1 and (orders["status"] == "rejected").all()
+    assert orders["reason"].str.startswith("kill switch engaged: no opening orders").all()
+    assert orders["reason"].str.contains("intraday_risk_sensor").all()
+    assert wh.count("broker_orders") == 0
+    # releasing is explicit and recorded with who and why; a job in the UI does it
+    with pytest.raises(ValueError, match="actor"):
+        ks.release("looks fine", actor=" ")
+    out = release_kill_switch_job.execute_in_process(
+        run_config={"ops": {"release_kill_switch": {"config": {"actor": "jane@desk", "reason": "loss reviewed"}}}},
+        resources={"warehouse": res["warehouse"], "broker": res["broker"]})
+    assert out.success
+    state = ks.state()
+    assert not state.engaged and state.actor == "jane@desk" and state.reason == "loss reviewed"
+    hist = ks.history()
+    assert list(hist["engaged"]) == [True, False] and list(hist["actor"]) == ["intraday_risk_sensor", "jane@desk"]
+    assert _run(res, D1).success  # the same day again, now released: orders go out
+    assert wh.count("broker_orders") >= 1
