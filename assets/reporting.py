@@ -12,7 +12,9 @@ from optrader_pipelines import calendar as cal
 from optrader_pipelines import reports
 from optrader_pipelines.daily import close_book
 from optrader_pipelines.validation import DailyReportSchema
+from optrader_pipelines.notify import Message, NotifyError
 from resources.broker import PaperBrokerResource
+from resources.notifier import NotifierResource
 from resources.settings import TradingSettingsResource
 from resources.warehouse import WarehouseResource
 
@@ -21,13 +23,16 @@ from .market_data import COMMON
 
 @dg.asset(dagster_type=pandera_schema_to_dagster_type(DailyReportSchema), kinds={"pandas", "duckdb"}, **COMMON)
 def daily_report(context: dg.AssetExecutionContext, safety_checked_orders: pd.DataFrame,
-                 ranked_signals: pd.DataFrame, position_actions: pd.DataFrame, option_greeks: pd.DataFrame, settings: TradingSettingsResource,
+                 ranked_signals: pd.DataFrame, position_actions: pd.DataFrame, option_greeks: pd.DataFrame,
+                 settings: TradingSettingsResource, notifier: NotifierResource,
                  broker: PaperBrokerResource, warehouse: WarehouseResource) -> dg.Output[pd.DataFrame]:
     """The day's report, in Markdown and HTML files and in this asset's metadata: portfolio summary
     (net liquidation value, cash, positions, P&L, portfolio Greeks), the day's position-management
-    decisions (closes and rolls with rule and reason), top signals with reasons,
+    decisions (closes and rolls with rule and reason), top signals with reasons, a cash-depletion
+    analysis (what to close to fund a better signal when buying power runs short),
     orders placed and rejected with reasons, and the next-day plan. Its one-row table is the
-    book's daily history (closing NLV, peak, drawdown) that the next day's risk checks read."""
+    book's daily history (closing NLV, peak, drawdown) that the next day's risk checks read. The
+    report is sent through the notifier (log by default, email or webhook when configured)."""
     day = dt.date.fromisoformat(context.partition_key)
     pb = broker.get()
     wh = warehouse.get()
@@ -40,8 +45,18 @@ def daily_report(context: dg.AssetExecutionContext, safety_checked_orders: pd.Da
     data = reports.ReportData(
         trade_date=day, account=pb.account, market=settings.market_label, risk_profile=settings.risk_profile,
         risk_level=settings.risk_level, summary=summary, positions=positions, signals=ranked_signals,
-        orders=safety_checked_orders, settlements=settled, next_day_plan=plan, actions=position_actions)
+        orders=safety_checked_orders, settlements=settled, next_day_plan=plan, actions=position_actions,
+        cash_plan=reports.cash_depletion(safety_checked_orders, ranked_signals, positions, summary))
     md_path, html_path, markdown = reports.write(data, Path(settings.report_dir))
+    accepted = int((safety_checked_orders["status"] == "accepted").sum())
+    subject = (f"optrader {pb.account} {day.isoformat()}: NLV ${summary['nlv']:,.2f}, "
+               f"{accepted} order(s) placed, {summary['open_positions']} open")
+    try:
+        notifier.get().send(Message(subject, markdown, html_path.read_text(encoding="utf-8")))
+        delivery = f"sent via {notifier.kind}"
+    except (NotifyError, ValueError) as exc:  # the report and the book stand; the failed delivery is recorded
+        context.log.error(f"daily report not delivered: {exc}")
+        delivery = f"NOT delivered via {notifier.kind}: {exc}"
     row = pd.DataFrame([{
         "account": pb.account, "nlv": summary["nlv"], "cash": summary["cash"],
         "positions_value": summary["positions_value"], "buying_power": summary["buying_power"],
@@ -59,4 +74,5 @@ def daily_report(context: dg.AssetExecutionContext, safety_checked_orders: pd.Da
         "nlv": summary["nlv"],
         "cash": summary["cash"],
         "open_positions": summary["open_positions"],
+        "delivery": delivery,
     })

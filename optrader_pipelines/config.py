@@ -79,6 +79,13 @@ class Settings:
     fill_fraction: float = 0.5
     commission_per_contract: float = 0.65
     management_rules: str = ""
+    notifier: str = "log"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_from: str = "optrader@localhost"
+    smtp_to: str = ""
+    smtp_username: str = ""
+    smtp_starttls: bool = False
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -101,4 +108,11 @@ class Settings:
             fill_fraction=fill,
             commission_per_contract=_number("OPTRADER_COMMISSION", 0.65, float, 0.0),
             management_rules=_management_rules("OPTRADER_MANAGEMENT_RULES"),
+            notifier=_choice("OPTRADER_NOTIFIER", "log", ("log", "email", "webhook")),
+            smtp_host=_env("OPTRADER_SMTP_HOST", "127.0.0.1"),
+            smtp_port=_number("OPTRADER_SMTP_PORT", 25, int, 1),
+            smtp_from=_env("OPTRADER_SMTP_FROM", "optrader@localhost"),
+            smtp_to=_env("OPTRADER_SMTP_TO", "") or "",
+            smtp_username=_env("OPTRADER_SMTP_USERNAME", "") or "",
+            smtp_starttls=_choice("OPTRADER_SMTP_STARTTLS", "0", ("0", "1")) == "1",
         )

@@ -12,6 +12,7 @@ from assets import DAILY_ASSETS, DAILY_CHECKS, trading_day_partitions
 from optrader_pipelines.config import ConfigError, Settings
 from resources import (
     FilesMarketResource,
+    NotifierResource,
     PaperBrokerResource,
     SyntheticMarketResource,
     TradingSettingsResource,
@@ -44,6 +45,24 @@ def market_resource(settings: Settings):
     raise ConfigError(f"OPTRADER_MARKET={settings.market} is not available in this version: use synthetic or files")
 
 
+def notifier_resource(settings: Settings) -> NotifierResource:
+    """Secrets go through dg.EnvVar (resolved at run time, never shown in the UI), and only when set."""
+    import os
+
+    secrets = {}
+    if os.environ.get("OPTRADER_SMTP_PASSWORD"):
+        secrets["smtp_password"] = dg.EnvVar("OPTRADER_SMTP_PASSWORD")
+    if os.environ.get("OPTRADER_WEBHOOK_URL"):
+        secrets["webhook_url"] = dg.EnvVar("OPTRADER_WEBHOOK_URL")
+    if settings.notifier == "webhook" and "webhook_url" not in secrets:
+        raise ConfigError("OPTRADER_NOTIFIER=webhook needs OPTRADER_WEBHOOK_URL")
+    if settings.notifier == "email" and not settings.smtp_to:
+        raise ConfigError("OPTRADER_NOTIFIER=email needs OPTRADER_SMTP_TO (comma-separated recipients)")
+    return NotifierResource(kind=settings.notifier, smtp_host=settings.smtp_host, smtp_port=settings.smtp_port,
+                            smtp_from=settings.smtp_from, smtp_to=settings.smtp_to,
+                            smtp_username=settings.smtp_username, smtp_starttls=settings.smtp_starttls, **secrets)
+
+
 def build_resources(settings: Settings) -> dict:
     db = str(settings.duckdb_path)
     market = market_resource(settings)
@@ -54,6 +73,7 @@ def build_resources(settings: Settings) -> dict:
         "broker": PaperBrokerResource(duckdb_path=db, account=settings.account, fill_fraction=settings.fill_fraction,
                                       commission_per_contract=settings.commission_per_contract,
                                       starting_cash=settings.starting_cash),
+        "notifier": notifier_resource(settings),
         "settings": TradingSettingsResource(risk_profile=settings.risk_profile, risk_level=settings.risk_level,
                                             top_n=settings.top_n, report_dir=str(settings.report_dir),
                                             market_label=market.label, management_rules=settings.management_rules),

@@ -34,6 +34,7 @@ class ReportData:
     settlements: pd.DataFrame
     next_day_plan: list[str]
     actions: pd.DataFrame | None = None  # position_actions: the management decisions of the day
+    cash_plan: list[str] | None = None  # cash_depletion(): what to close to fund what
 
 
 def _records(df: pd.DataFrame) -> list[dict]:
@@ -48,6 +49,7 @@ def render(data: ReportData) -> tuple[str, str]:
         rejected=_records(data.orders[data.orders["status"] != "accepted"]) if len(data.orders) else [],
         settlements=_records(data.settlements), plan=data.next_day_plan,
         actions=[a for a in _records(data.actions) if a["action"] != "hold"],
+        cash_plan=data.cash_plan or [],
     )
     return _ENV.get_template("daily_report.md.j2").render(**ctx), _ENV.get_template("daily_report.html.j2").render(**ctx)
 
@@ -81,3 +83,49 @@ def next_day_plan(summary: dict, positions: pd.DataFrame, next_session: dt.date,
     if summary.get("buying_power", 0) < 0.1 * max(summary.get("nlv", 0), 1):
         plan.append("Buying power is below 10% of NLV: new entries will be small or rejected.")
     return plan
+
+
+def cash_depletion(orders: pd.DataFrame, signals: pd.DataFrame, positions: pd.DataFrame, summary: dict) -> list[str]:
+    """When signals were rejected for buying power: which open positions to close to fund them.
+
+    Open positions are ranked by what they can still earn per dollar of buying power they hold
+    (remaining profit = max profit - unrealized P&L, over collateral); the weakest are proposed,
+    in order, until closing them (collateral released less the cost to close at the mark) covers
+    the best unfunded signal's need, and only where that signal earns more per dollar."""
+    if orders is None or orders.empty:
+        return ["No signal today: nothing to fund."]
+    short = orders[orders["reason"].astype(str).str.startswith("insufficient buying power")]
+    if short.empty:
+        return ["Buying power covered every accepted signal: nothing needs closing."]
+    sig = signals.set_index("signal_id") if signals is not None and len(signals) else pd.DataFrame()
+    lines = []
+    avail = float(summary.get("buying_power", 0.0))
+    pos = positions.copy() if positions is not None else pd.DataFrame()
+    if not pos.empty:
+        pos["remaining"] = pos["max_profit"] - pos["unrealized_pnl"]
+        pos["freed"] = pos["collateral"] + pos["mark_value"]  # a short spread's mark is the cost to close
+        pos["per_dollar"] = pos["remaining"] / pos["collateral"].where(pos["collateral"] > 0)
+        pos = pos.sort_values("per_dollar", na_position="last")
+    for o in short.itertuples(index=False):
+        need = float(o.max_loss_per_spread) if pd.notna(o.max_loss_per_spread) else float("nan")
+        ev = float(sig.loc[o.signal_id, "expected_value"]) if o.signal_id in sig.index else float("nan")
+        target_yield = (sig.loc[o.signal_id, "max_profit"] / need) if o.signal_id in sig.index and need > 0 else 0.0
+        head = (f"{o.underlying} {o.strategy} (rank {o.rank}, EV ${ev:,.2f}) needs ${need:,.2f} of buying power; "
+                f"${avail:,.2f} is free.")
+        if pos.empty:
+            lines.append(head + " No open position to close: add cash or wait for expirations.")
+            continue
+        picks, freed = [], 0.0
+        for p in pos.itertuples(index=False):
+            if freed + avail >= need or not (pd.notna(p.per_dollar) and p.per_dollar < target_yield):
+                break
+            picks.append(p)
+            freed += float(p.freed)
+        if picks and freed + avail >= need:
+            names = "; ".join(f"{p.underlying} {p.strategy} (can still earn ${p.remaining:,.2f} on "
+                              f"${p.collateral:,.2f}, frees ${p.freed:,.2f})" for p in picks)
+            lines.append(f"{head} Close {names} to fund it: the new trade earns more per dollar held.")
+        else:
+            lines.append(f"{head} No open position earns less per dollar held than it would, or closing them "
+                         "would not free enough: keep the book.")
+    return lines

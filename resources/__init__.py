@@ -2,10 +2,11 @@
 
 from .broker import PaperBrokerResource
 from .market import FilesMarketResource, MarketResource, SyntheticMarketResource
+from .notifier import NotifierResource
 from .settings import TradingSettingsResource
 from .warehouse import WarehouseIOManager, WarehouseResource
 
 __all__ = [
-    "FilesMarketResource", "MarketResource", "PaperBrokerResource", "SyntheticMarketResource",
+    "FilesMarketResource", "MarketResource", "NotifierResource", "PaperBrokerResource", "SyntheticMarketResource",
     "TradingSettingsResource", "WarehouseIOManager", "WarehouseResource",
 ]
