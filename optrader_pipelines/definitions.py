@@ -20,7 +20,7 @@ from resources import (
     WarehouseResource,
 )
 from jobs import engage_kill_switch_job, release_kill_switch_job
-from sensors import daily_run_schedule
+from sensors import daily_run_schedule, intraday_risk_sensor, run_failure_alert_sensor
 
 daily_run_job = dg.define_asset_job(
     "daily_run_job",
@@ -87,6 +87,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         asset_checks=DAILY_CHECKS,
         jobs=[daily_run_job, engage_kill_switch_job, release_kill_switch_job],
         schedules=[daily_run_schedule],
+        sensors=[intraday_risk_sensor, run_failure_alert_sensor],
         resources=build_resources(settings),
     )
 

@@ -74,6 +74,17 @@ LEDGER_DDL = [
         event_at TIMESTAMP NOT NULL,
         run_id VARCHAR
     )""",
+    """CREATE TABLE IF NOT EXISTS risk_snapshots (
+        snapshot_id VARCHAR PRIMARY KEY,
+        account VARCHAR NOT NULL,
+        taken_at TIMESTAMP NOT NULL,
+        trade_date DATE NOT NULL,
+        nlv DOUBLE, cash DOUBLE, positions_value DOUBLE, open_positions INTEGER,
+        pnl_since_close DOUBLE, daily_return DOUBLE, drawdown DOUBLE,
+        delta_usd DOUBLE, gamma_usd DOUBLE, vega_usd DOUBLE, theta_usd DOUBLE,
+        buying_power_used DOUBLE, var95_historical DOUBLE, var95_parametric DOUBLE, var_days INTEGER,
+        breaches VARCHAR NOT NULL
+    )""",
     """CREATE TABLE IF NOT EXISTS cash_ledger (
         entry_id VARCHAR PRIMARY KEY,
         account VARCHAR NOT NULL,

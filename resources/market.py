@@ -22,6 +22,11 @@ class MarketResource(dg.ConfigurableResource):
     @abstractmethod
     def label(self) -> str: ...
 
+    def intraday(self):
+        """The source of intraday marks (``intraday_quotes(legs, at)``, ``closes(symbol, end, n)``),
+        or None when this market has none."""
+        return None
+
 
 class SyntheticMarketResource(MarketResource):
     """Deterministic synthetic market: same seed and date, same chain; no network."""
@@ -32,6 +37,9 @@ class SyntheticMarketResource(MarketResource):
 
     def load_chain(self, day: dt.date) -> ChainLoad:
         return SyntheticMarket(tuple(self.universe), self.seed, self.strikes_per_side).load_chain(day)
+
+    def intraday(self) -> SyntheticMarket:
+        return SyntheticMarket(tuple(self.universe), self.seed, self.strikes_per_side)
 
     @property
     def label(self) -> str:

@@ -1,5 +1,6 @@
-"""Schedules and sensors: when the daily run happens (intraday sensors come with their issue)."""
+"""Schedules and sensors: the daily run's schedule, the intraday risk check and run-failure alerts."""
 
+from .intraday import intraday_risk_sensor, run_failure_alert_sensor
 from .schedules import daily_run_schedule
 
-__all__ = ["daily_run_schedule"]
+__all__ = ["daily_run_schedule", "intraday_risk_sensor", "run_failure_alert_sensor"]

@@ -26,6 +26,7 @@ import pandas as pd
 from .. import calendar as cal
 from ..chain import DropLog, conform
 from ..pricing import american_price, bsm_price_numpy
+from ..pricing.european import bsm_greeks_numpy
 from . import ChainLoad, MarketSource
 
 
@@ -267,6 +268,43 @@ class SyntheticMarket(MarketSource):
         chain = conform(pd.concat(frames, ignore_index=True))
         return ChainLoad(chain=chain, drops=DropLog(), sources=[f"synthetic(seed={self.seed})"])
 
+    def intraday_quotes(self, legs: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
+        """Model marks for option legs at time ``at``: the intraday spot, the day's IV surface at
+        that spot, Black-Scholes-Merton price and Greeks with the remaining time (American legs
+        floored at intrinsic). ``legs`` has underlying, expiration, strike, option_type; adds
+        spot, mid, delta, gamma, vega, theta (per share; vega per vol point, theta per day)."""
+        at = pd.Timestamp(at)
+        at = at.tz_localize(cal.NY) if at.tzinfo is None else at.tz_convert(cal.NY)
+        day = at.date() if cal.is_trading_day(at.date()) else cal.previous_trading_day(at.date())
+        r = risk_free_rate(day)
+        out = legs.copy()
+        spots = {s: intraday_spot(self.seed, s, at) for s in out["underlying"].unique()}
+        out["spot"] = out["underlying"].map(spots)
+        close = cal.session_close(day)
+        minutes_left = max((close - at).total_seconds() / 60.0, 0.0) if at.date() == day else 0.0
+        t = ((pd.to_datetime(out["expiration"]) - pd.Timestamp(day)).dt.days.to_numpy(float)
+             + minutes_left / 1440.0) / 365.0
+        t = np.maximum(t, 1.0 / (365.0 * 1440.0))
+        q = np.array([underlying_for(s).dividend_yield for s in out["underlying"]])
+        S, K = out["spot"].to_numpy(float), out["strike"].to_numpy(float)
+        call = (out["option_type"] == "C").to_numpy()
+        iv = np.empty(len(out))
+        for s in out["underlying"].unique():
+            m = (out["underlying"] == s).to_numpy()
+            fwd = S[m] * np.exp((r - q[m]) * t[m])
+            iv[m] = self.surface(underlying_for(s), day, np.log(K[m] / fwd), t[m])
+        g = bsm_greeks_numpy(S, K, t, np.full(len(S), r), q, iv, call)
+        intrinsic = np.maximum(np.where(call, S - K, K - S), 0.0)
+        american = np.array([not underlying_for(s).index for s in out["underlying"]])
+        out["iv"] = iv
+        out["mid"] = np.where(american, np.maximum(g["price"], intrinsic), g["price"])
+        out["delta"], out["gamma"] = g["delta"], g["gamma"]
+        out["vega"], out["theta"] = g["vega"] / 100.0, g["theta"] / 365.0
+        return out
+
+    def closes(self, symbol: str, end: dt.date, n: int) -> pd.Series:
+        return closes(self.seed, symbol, end, n)
+
     def _chain_for(self, und: Underlying, day: dt.date, r: float) -> pd.DataFrame:
         spot = round(spot_on(self.seed, und.symbol, day), 2)
         q = und.dividend_yield
@@ -341,3 +379,40 @@ class SyntheticMarket(MarketSource):
             "vendor_delta": np.nan,
             "source": "synthetic",
         })
+
+
+# -- intraday -------------------------------------------------------------------------------------
+
+def intraday_spot(seed: int, symbol: str, at: pd.Timestamp) -> float:
+    """The underlying at time ``at`` (tz-aware) during a session: a Brownian bridge in log price from
+    the previous close to the day's close, one step a minute, seeded by (seed, symbol, day), so it
+    ends exactly at the close the daily chain uses. Before the open: the previous close; after the
+    close: the close."""
+    at = pd.Timestamp(at)
+    at = at.tz_localize(cal.NY) if at.tzinfo is None else at.tz_convert(cal.NY)
+    day = at.date()
+    if not cal.is_trading_day(day):
+        day = cal.previous_trading_day(day)
+        return spot_on(seed, symbol, day)
+    prev, close = spot_on(seed, symbol, cal.previous_trading_day(day)), spot_on(seed, symbol, day)
+    open_, end = cal.session_open(day), cal.session_close(day)
+    n = int((end - open_).total_seconds() // 60)
+    minute = int(np.clip((at - open_).total_seconds() // 60, 0, n))
+    if at < open_:
+        return prev
+    if minute >= n:
+        return close
+    und = underlying_for(symbol)
+    rng = _rng(seed, f"{symbol}|{day.isoformat()}|intraday", 0)
+    steps = rng.standard_normal(n) * (und.vol / np.sqrt(252 * n))
+    walk = np.concatenate([[0.0], np.cumsum(steps)])
+    frac = np.arange(n + 1) / n
+    bridge = walk - frac * walk[-1]  # pinned at 0 at both ends
+    log_path = np.log(prev) + frac * np.log(close / prev) + bridge
+    return float(np.exp(log_path[minute]))
+
+
+def closes(seed: int, symbol: str, end: dt.date, n: int) -> pd.Series:
+    """The last ``n`` session closes up to ``end`` (for historical VaR)."""
+    days = cal.trading_days(end - dt.timedelta(days=int(n * 1.6) + 10), end)[-n:]
+    return pd.Series([spot_on(seed, symbol, d) for d in days], index=pd.to_datetime(days), name=symbol)

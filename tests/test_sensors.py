@@ -1,0 +1,112 @@
+"""Intraday sensors with dg.build_sensor_context: when they evaluate, what they record, breaches
+that engage the kill switch, and run-failure alerts."""
+
+import json
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+import sensors.intraday as intraday
+from optrader_pipelines import calendar as cal
+from optrader_pipelines.intraday import RiskLimits
+from optrader_pipelines.killswitch import KillSwitch
+from optrader_pipelines.storage import Warehouse
+from resources import NotifierResource
+from sensors import intraday_risk_sensor, run_failure_alert_sensor
+
+from .conftest import DAY
+from .test_daily_run import D1, _resources, _run
+from .test_notify import webhook_server  # noqa: F401  (fixture)
+
+
+def _at(text):
+    return pd.Timestamp(text, tz=cal.NY)
+
+
+@pytest.mark.parametrize("when, why", [
+    ("2026-11-14 10:00", "is not an NYSE trading day"),  # Saturday
+    ("2026-09-07 10:00", "is not an NYSE trading day"),  # Labor Day
+    ("2026-11-20 09:29", "outside regular hours (09:30-16:00"),
+    ("2026-11-20 16:00", "outside regular hours"),
+    ("2025-11-28 13:05", "half day"),  # the day after Thanksgiving closes at 13:00
+])
+def test_risk_sensor_skips_outside_sessions_with_a_reason(monkeypatch, tmp_path, when, why):
+    monkeypatch.setattr(intraday, "now_ny", lambda: _at(when))
+    res = _resources(tmp_path)
+    out = intraday_risk_sensor(dg.build_sensor_context(resources=res))
+    assert isinstance(out, dg.SkipReason) and why in out.skip_message
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory):
+    """A paper book opened by the daily run of D1, and the resources pointing at it."""
+    tmp = tmp_path_factory.mktemp("sensors")
+    res = _resources(tmp)
+    assert _run(res, D1).success
+    return tmp, res
+
+
+def test_a_tick_at_10am_records_one_snapshot_per_minute(monkeypatch, book):
+    tmp, res = book
+    monkeypatch.setattr(intraday, "now_ny", lambda: _at("2026-11-20 10:00"))
+    wh = Warehouse(tmp / "optrader.duckdb")
+    first = intraday_risk_sensor(dg.build_sensor_context(resources=res))
+    again = intraday_risk_sensor(dg.build_sensor_context(resources=res))
+    assert "within limits" in first.skip_message and "VaR95" in first.skip_message
+    snaps = wh.query("SELECT * FROM risk_snapshots")
+    assert len(snaps) == 1 and again.skip_message == first.skip_message  # the same tick twice: one row
+    s = snaps.iloc[0]
+    assert s["open_positions"] >= 1 and s["var_days"] >= 200
+    assert s["var95_historical"] > 0 and s["var95_parametric"] > 0
+    held = wh.query("SELECT sum(collateral) AS c FROM positions WHERE closed_date IS NULL")["c"].iloc[0]
+    cash = wh.query("SELECT sum(amount) AS c FROM cash_ledger")["c"].iloc[0]
+    assert s["buying_power_used"] == pytest.approx((held or 0.0) / cash)
+    # the marks move with the intraday path: an hour later the book is worth something else
+    monkeypatch.setattr(intraday, "now_ny", lambda: _at("2026-11-20 11:00"))
+    intraday_risk_sensor(dg.build_sensor_context(resources=res))
+    snaps = wh.query("SELECT * FROM risk_snapshots ORDER BY taken_at")
+    assert len(snaps) == 2 and snaps["nlv"].iloc[0] != snaps["nlv"].iloc[1]
+
+
+def test_a_breach_engages_the_kill_switch_and_the_next_daily_run_opens_nothing(monkeypatch, book,
+                                                                               webhook_server):  # noqa: F811
+    tmp, res = book
+    url, hook = webhook_server
+    res = dict(res, notifier=NotifierResource(kind="webhook", webhook_url=url))
+    monkeypatch.setattr(intraday, "now_ny", lambda: _at("2026-11-20 10:30"))
+    monkeypatch.setattr(RiskLimits, "for_profile", classmethod(lambda cls, p: cls(max_vega_pct_nlv=1e-9)))
+    out = intraday_risk_sensor(dg.build_sensor_context(resources=res))
+    assert "BREACH" in out.skip_message and "kill switch engaged" in out.skip_message
+    again = intraday_risk_sensor(dg.build_sensor_context(resources=res))
+    assert "already engaged" in again.skip_message
+    assert len(hook.received) == 1  # one alert, not one per tick
+    assert "kill switch engaged" in hook.received[0][2]["text"] and "vega" in hook.received[0][2]["text"]
+    wh = Warehouse(tmp / "optrader.duckdb")
+    state = KillSwitch(wh, "paper").state()
+    assert state.engaged and state.actor == "intraday_risk_sensor"
+    assert _run(res, DAY).success
+    orders = wh.read_day("safety_checked_orders", DAY)
+    assert (orders["status"] == "rejected").all() and orders["reason"].str.startswith("kill switch engaged").all()
+    assert wh.query("SELECT count(*) AS n FROM broker_orders WHERE trade_date = ? AND action = 'open'",
+                    [DAY])["n"].iloc[0] == 0
+
+
+def test_run_failure_sensor_alerts_with_run_step_and_error(tmp_path, webhook_server):  # noqa: F811
+    from .test_daily_run import CrossedMarket
+
+    url, hook = webhook_server
+    res = _resources(tmp_path)
+    res["market"] = CrossedMarket()
+    instance = dg.DagsterInstance.ephemeral()
+    result = _run(res, D1, instance=instance)
+    assert not result.success
+    ctx = dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alert_sensor", dagster_instance=instance, dagster_run=result.dagster_run,
+        dagster_event=result.get_run_failure_event(),
+        resources={"notifier": NotifierResource(kind="webhook", webhook_url=url)}).for_run_failure()
+    run_failure_alert_sensor(ctx)
+    assert len(hook.received) == 1
+    text = hook.received[0][2]["text"]
+    assert result.run_id in text and "option_chains" in text and f"partition {D1.isoformat()}" in text
+    assert json.dumps(hook.received[0][2])  # a JSON body Slack and Discord accept
