@@ -19,8 +19,8 @@ from resources import (
     WarehouseIOManager,
     WarehouseResource,
 )
-from jobs import engage_kill_switch_job, release_kill_switch_job
-from sensors import daily_run_schedule, intraday_risk_sensor, run_failure_alert_sensor
+from jobs import engage_kill_switch_job, position_adjustment_job, release_kill_switch_job
+from sensors import daily_run_schedule, intraday_risk_sensor, position_adjustment_sensor, run_failure_alert_sensor
 
 daily_run_job = dg.define_asset_job(
     "daily_run_job",
@@ -85,9 +85,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=DAILY_ASSETS,
         asset_checks=DAILY_CHECKS,
-        jobs=[daily_run_job, engage_kill_switch_job, release_kill_switch_job],
+        jobs=[daily_run_job, position_adjustment_job, engage_kill_switch_job, release_kill_switch_job],
         schedules=[daily_run_schedule],
-        sensors=[intraday_risk_sensor, run_failure_alert_sensor],
+        sensors=[intraday_risk_sensor, position_adjustment_sensor, run_failure_alert_sensor],
         resources=build_resources(settings),
     )
 

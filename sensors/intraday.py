@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from optrader_pipelines import calendar as cal
+from optrader_pipelines.adjust import intraday_decisions
 from optrader_pipelines.daily import book_history
 from optrader_pipelines.broker import DEPOSIT_DATE
 from optrader_pipelines.intraday import RiskLimits, legs_table, risk_snapshot
@@ -111,6 +112,38 @@ def intraday_risk_sensor(context: dg.SensorEvaluationContext, market: MarketReso
     return dg.SkipReason(f"BREACH ({text}): kill switch {'engaged' if newly else 'already engaged'}; {summary}")
 
 
+@dg.sensor(name="position_adjustment_sensor", minimum_interval_seconds=RISK_INTERVAL_S,
+           job_name="position_adjustment_job", default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Every 5 minutes of regular NYSE hours: the management rules on intraday marks; one "
+                       "position_adjustment_job run per position to close or roll, keyed by (position, rule, day).")
+def position_adjustment_sensor(context: dg.SensorEvaluationContext, market: MarketResource,
+                               broker: PaperBrokerResource, settings: TradingSettingsResource):
+    at = now_ny()
+    reason = session_state(at)
+    if reason:
+        return dg.SkipReason(reason)
+    source = market.intraday()
+    if source is None:
+        return dg.SkipReason(f"market {market.label} has no intraday marks: no intraday adjustments")
+    pb = broker.get()
+    positions = pb.open_positions(at.date())
+    positions = positions[pd.to_datetime(positions["opened_date"]).dt.date < at.date()]  # not today's entries
+    if positions.empty:
+        return dg.SkipReason("no open position")
+    legs = legs_table(positions)
+    decisions = intraday_decisions(positions, source.intraday_quotes(legs, at), at.date(), settings.rulebook())
+    todo = decisions[decisions["action"].isin(["close", "roll"])]
+    if todo.empty:
+        return dg.SkipReason(f"{len(decisions)} position(s): no rule fired")
+    day = at.date().isoformat()
+    return [dg.RunRequest(
+        run_key=f"{d.position_id}|{d.rule}|{day}",
+        run_config={"ops": {"adjust_position_op": {"config": {
+            "position_id": d.position_id, "rule": d.rule, "reason": d.reason, "at": at.isoformat()}}}},
+        tags={"optrader/position": d.position_id, "optrader/rule": d.rule, "optrader/trade_date": day})
+        for d in todo.itertuples(index=False)]
+
+
 @dg.run_failure_sensor(name="run_failure_alert_sensor", default_status=dg.DefaultSensorStatus.RUNNING,
                        description="Alerts through the notifier when any run fails: run id, job, step and error.")
 def run_failure_alert_sensor(context: dg.RunFailureSensorContext, notifier: NotifierResource):
@@ -126,5 +159,5 @@ def run_failure_alert_sensor(context: dg.RunFailureSensorContext, notifier: Noti
     notifier.get().send(Message(f"optrader run failed: {run.job_name} {run.run_id[:8]}", text, severity="critical"))
 
 
-__all__ = ["intraday_risk_sensor", "run_failure_alert_sensor", "session_state", "take_snapshot", "now_ny"]
+__all__ = ["intraday_risk_sensor", "position_adjustment_sensor", "run_failure_alert_sensor", "session_state", "take_snapshot", "now_ny"]
 

@@ -4,6 +4,7 @@ that engage the kill switch, and run-failure alerts."""
 import json
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -110,3 +111,80 @@ def test_run_failure_sensor_alerts_with_run_step_and_error(tmp_path, webhook_ser
     text = hook.received[0][2]["text"]
     assert result.run_id in text and "option_chains" in text and f"partition {D1.isoformat()}" in text
     assert json.dumps(hook.received[0][2])  # a JSON body Slack and Discord accept
+
+
+def test_adjustment_sensor_requests_one_keyed_run_per_position_and_the_job_closes_once(monkeypatch,
+                                                                                     tmp_path):
+    from jobs import position_adjustment_job
+    from sensors import position_adjustment_sensor
+
+    res = _resources(tmp_path)
+    assert _run(res, D1).success
+    wh = Warehouse(tmp_path / "optrader.duckdb")
+    held = wh.query("SELECT position_id FROM positions WHERE closed_date IS NULL")["position_id"].tolist()
+    assert held
+    monkeypatch.setattr(intraday, "now_ny", lambda: _at("2026-11-20 10:00"))
+    # default rules: nothing is at a threshold yet at 10:00 on the next day
+    quiet = position_adjustment_sensor(dg.build_sensor_context(resources=res))
+    assert isinstance(quiet, dg.SkipReason) and "no rule fired" in quiet.skip_message
+    res2 = _resources(tmp_path, management_rules='{"default": {"dte_exit": 400, "roll": false}}')
+    first = position_adjustment_sensor(dg.build_sensor_context(resources=res2))
+    second = position_adjustment_sensor(dg.build_sensor_context(resources=res2))
+    assert sorted(r.run_key for r in first) == sorted(f"{p}|time_exit|2026-11-20" for p in held)
+    assert [r.run_key for r in second] == [r.run_key for r in first]  # same tick, same keys: no new runs
+    job_res = {k: res2[k] for k in ("market", "broker", "settings")}
+    for req in first:
+        assert position_adjustment_job.execute_in_process(run_config=req.run_config, resources=job_res).success
+    # a repeated run of the same request closes nothing twice
+    assert position_adjustment_job.execute_in_process(run_config=first[0].run_config, resources=job_res).success
+    closes = wh.query("SELECT * FROM broker_orders WHERE action = 'close'")
+    assert sorted(closes["position_id"]) == sorted(held)
+    pos = wh.query("SELECT * FROM positions WHERE position_id IN (SELECT unnest(?))", [held])
+    assert pos["close_reason"].str.startswith("time_exit (intraday 10:00)").all()
+    assert (pd.to_datetime(pos["closed_date"]).dt.date == DAY).all()
+    after = position_adjustment_sensor(dg.build_sensor_context(resources=res2))
+    assert isinstance(after, dg.SkipReason) and "no open position" in after.skip_message
+
+
+def test_intraday_roll_opens_the_new_spread_through_the_safety_checks(tmp_path):
+    from optrader_pipelines.adjust import adjust_position
+    from optrader_pipelines.broker import OrderRequest, PaperBroker
+    from optrader_pipelines.management import ManagementRules, RuleBook
+    from optrader_pipelines.market.synthetic import SyntheticMarket
+    from optrader_pipelines.pricing import greeks_table
+    from optrader_pipelines.risk import PROFILES
+    from optrader_pipelines.strategies import build_candidates
+
+    from .conftest import SMALL_UNIVERSE
+
+    market = SyntheticMarket(tuple(SMALL_UNIVERSE), seed=7, strikes_per_side=12)
+    greeks = greeks_table(market.load_chain(D1).chain)
+    cands = build_candidates(greeks)
+    iwm = cands[(cands["strategy"] == "bull_put_credit") & (cands["underlying"] == "IWM")]
+    c = iwm[iwm["expiration"] == iwm["expiration"].min()].iloc[0]  # the nearest expiry: later ones exist
+    q = greeks.assign(_exp=greeks["expiration"].dt.strftime("%Y-%m-%d")).set_index(
+        ["_exp", "strike", "option_type"])
+    legs = json.loads(c["legs"])
+    for leg in legs:
+        row = q.loc[(leg["expiration"], float(leg["strike"]), leg["option_type"])]
+        row = row[row["underlying"] == "IWM"].iloc[0]
+        leg["bid"], leg["ask"] = float(row["bid"]), float(row["ask"])
+    broker = PaperBroker(Warehouse(tmp_path / "w.duckdb"), fill_fraction=0.0, starting_cash=20_000.0)
+    opened = broker.place_order(OrderRequest("open-iwm", "paper", D1, c["strategy"], "IWM",
+                                             pd.Timestamp(c["expiration"]).date(), c["settlement"], "credit", legs,
+                                             1, np.floor(float(c["mid_price"]) * 100) / 100))
+    assert opened.status == "filled"
+    rules = RuleBook(ManagementRules(tested_delta=0.99, roll_min_net_credit=-100.0))  # any later spread will do
+    out = adjust_position(broker, market, opened.order_id, "tested", "short put tested", _at("2026-11-20 11:00"),
+                          rules, PROFILES["moderate"], "high", "run-x")
+    assert out["closed"] and out["roll_order"] is not None, out["note"]
+    new = broker.orders(DAY)
+    roll = new[new["order_id"] == out["roll_order"]]
+    assert out["roll_status"] in ("filled", "unfilled") and len(roll) == 1
+    assert roll["underlying"].iloc[0] == "IWM" and roll["strategy"].iloc[0] == "bull_put_credit"
+    assert pd.Timestamp(roll["expiration"].iloc[0]) >= pd.Timestamp(c["expiration"]) + pd.Timedelta(days=7)
+    # again: the position is closed, nothing more is sent
+    again = adjust_position(broker, market, opened.order_id, "tested", "short put tested", _at("2026-11-20 11:05"),
+                            rules, PROFILES["moderate"], "high", "run-y")
+    assert not again["closed"] and "already closed" in again["note"]
+    assert len(broker.orders(DAY)) == len(new)

@@ -241,6 +241,21 @@ def _strike_step(und: Underlying, spot: float, t: float) -> float:
     return 5.0
 
 
+def _bid_ask(und: Underlying, theo: np.ndarray, k: np.ndarray, iv: np.ndarray, t: np.ndarray):
+    """Quotes around the model value: wider away from the money and for less liquid names, on the
+    tick grid, the mid never below the model value."""
+    tick = np.where((theo < 3.0) & und.penny, 0.01, 0.05)
+    z = np.abs(k) / (iv * np.sqrt(t))
+    rel = 0.015 + 0.02 * z + 0.03 / np.sqrt(und.liquidity)
+    spread = np.maximum(theo * rel, tick) + 0.02 * (theo < 1.0)
+    bid = np.floor((theo - spread / 2) / tick) * tick
+    ask = np.ceil((theo + spread / 2) / tick) * tick
+    bid = np.round(np.maximum(bid, 0.0), 2)
+    ask = np.maximum(ask, bid + tick)
+    ask = np.round(np.where((bid + ask) / 2 < theo, ask + tick, ask), 2)  # mid never below theo
+    return bid, ask
+
+
 class SyntheticMarket(MarketSource):
     name = "synthetic"
 
@@ -297,7 +312,14 @@ class SyntheticMarket(MarketSource):
         intrinsic = np.maximum(np.where(call, S - K, K - S), 0.0)
         american = np.array([not underlying_for(s).index for s in out["underlying"]])
         out["iv"] = iv
-        out["mid"] = np.where(american, np.maximum(g["price"], intrinsic), g["price"])
+        theo = np.where(american, np.maximum(g["price"], intrinsic), g["price"])
+        out["mid"] = theo
+        bid, ask = np.empty(len(out)), np.empty(len(out))
+        for s in out["underlying"].unique():
+            m = (out["underlying"] == s).to_numpy()
+            fwd = S[m] * np.exp((r - q[m]) * t[m])
+            bid[m], ask[m] = _bid_ask(underlying_for(s), theo[m], np.log(K[m] / fwd), iv[m], t[m])
+        out["bid"], out["ask"] = bid, ask
         out["delta"], out["gamma"] = g["delta"], g["gamma"]
         out["vega"], out["theta"] = g["vega"] / 100.0, g["theta"] / 365.0
         return out
@@ -305,8 +327,17 @@ class SyntheticMarket(MarketSource):
     def closes(self, symbol: str, end: dt.date, n: int) -> pd.Series:
         return closes(self.seed, symbol, end, n)
 
-    def _chain_for(self, und: Underlying, day: dt.date, r: float) -> pd.DataFrame:
-        spot = round(spot_on(self.seed, und.symbol, day), 2)
+    def intraday_chain(self, symbol: str, at: pd.Timestamp) -> pd.DataFrame:
+        """The chain of one underlying at time ``at`` of a session: the day's grid and surface
+        around the intraday spot, with the remaining days to expiration."""
+        at = pd.Timestamp(at)
+        at = at.tz_localize(cal.NY) if at.tzinfo is None else at.tz_convert(cal.NY)
+        day = cal.require_trading_day(at.date())
+        spot = round(intraday_spot(self.seed, symbol, at), 2)
+        return conform(self._chain_for(underlying_for(symbol), day, risk_free_rate(day), spot=spot))
+
+    def _chain_for(self, und: Underlying, day: dt.date, r: float, spot: float | None = None) -> pd.DataFrame:
+        spot = round(spot_on(self.seed, und.symbol, day), 2) if spot is None else spot
         q = und.dividend_yield
         rng = _rng(self.seed, f"{und.symbol}|{day.isoformat()}", 0)
         exps = expirations(day, und.weeklies)
@@ -337,15 +368,8 @@ class SyntheticMarket(MarketSource):
             theo = bsm_price_numpy(spot, strike, t, r, q, iv, is_call)
         else:  # American exercise: the engine's American model, never below intrinsic
             theo = american_price(spot, strike, t, r, q, iv, is_call)
-        tick = np.where((theo < 3.0) & und.penny, 0.01, 0.05)
+        bid, ask = _bid_ask(und, theo, k, iv, t)
         z = np.abs(k) / (iv * np.sqrt(t))
-        rel = 0.015 + 0.02 * z + 0.03 / np.sqrt(und.liquidity)
-        spread = np.maximum(theo * rel, tick) + 0.02 * (theo < 1.0)
-        bid = np.floor((theo - spread / 2) / tick) * tick
-        ask = np.ceil((theo + spread / 2) / tick) * tick
-        bid = np.round(np.maximum(bid, 0.0), 2)
-        ask = np.maximum(ask, bid + tick)
-        ask = np.round(np.where((bid + ask) / 2 < theo, ask + tick, ask), 2)  # mid never below theo
         base_oi = 4000 * und.liquidity * np.exp(-0.5 * z * z) * np.exp(-t)
         oi = np.floor(base_oi * rng.lognormal(0.0, 0.6, len(base_oi))).astype("int64")
         vol_traded = np.floor(oi * rng.uniform(0.0, 0.25, len(oi))).astype("int64")

@@ -1,0 +1,42 @@
+"""``position_adjustment_job``: closes (or rolls) one position intraday, requested by the
+position-adjustment sensor with a run key unique to (position, rule, trading day)."""
+
+import dagster as dg
+import pandas as pd
+
+from optrader_pipelines import calendar as cal
+from optrader_pipelines.adjust import adjust_position
+from resources.broker import PaperBrokerResource
+from resources.market import MarketResource
+from resources.settings import TradingSettingsResource
+
+
+class AdjustmentConfig(dg.Config):
+    position_id: str
+    rule: str
+    reason: str
+    at: str  # ISO timestamp of the marks the decision was made on (New York)
+
+
+@dg.op
+def adjust_position_op(context: dg.OpExecutionContext, config: AdjustmentConfig, market: MarketResource,
+                       broker: PaperBrokerResource, settings: TradingSettingsResource) -> dict:
+    """Close the position at the intraday quotes; for a tested credit spread, also open the roll
+    target through the safety checks (the kill switch included)."""
+    source = market.intraday()
+    if source is None:
+        raise dg.Failure(f"market {market.label} has no intraday quotes: cannot adjust {config.position_id}")
+    at = pd.Timestamp(config.at)
+    at = at.tz_localize(cal.NY) if at.tzinfo is None else at.tz_convert(cal.NY)
+    out = adjust_position(broker.get(), source, config.position_id, config.rule, config.reason, at,
+                          settings.rulebook(), settings.profile(), settings.risk_level, context.run_id)
+    context.log.info(f"{config.position_id} {config.rule}: closed={out['closed']} roll={out['roll_status']} "
+                     f"({out['note']})")
+    context.add_output_metadata({k: str(v) for k, v in out.items()})
+    return out
+
+
+@dg.job(description="Close or roll one position intraday (requested by position_adjustment_sensor).",
+        executor_def=dg.in_process_executor, tags={"optrader/kind": "adjustment"})
+def position_adjustment_job():
+    adjust_position_op()
