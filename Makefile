@@ -43,6 +43,7 @@ dev: install $(DAGSTER_HOME)/dagster.yaml
 bench: install .bench-deps/.installed
 	.venv/bin/python benchmarks/pricing.py
 	.venv/bin/python benchmarks/daily_run.py
+	.venv/bin/python benchmarks/risk.py
 
 clean-data:
 	rm -rf data .dagster_home
