@@ -20,7 +20,20 @@ from resources.notifier import NotifierResource
 from resources.settings import TradingSettingsResource
 from resources.warehouse import WarehouseResource
 
-RISK_INTERVAL_S = 300
+def _interval_minutes() -> int:
+    import os
+
+    raw = os.environ.get("OPTRADER_SENSOR_INTERVAL_MINUTES", "5")
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"OPTRADER_SENSOR_INTERVAL_MINUTES={raw!r} must be a whole number of minutes >= 1")
+    return value
+
+
+RISK_INTERVAL_S = 60 * _interval_minutes()  # both intraday sensors; read when the definitions load
 VAR_WINDOW = 250
 
 
@@ -80,7 +93,7 @@ def take_snapshot(at: pd.Timestamp, market: MarketResource, broker: PaperBrokerR
 
 @dg.sensor(name="intraday_risk_sensor", minimum_interval_seconds=RISK_INTERVAL_S,
            default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Every 5 minutes of regular NYSE hours: marks the open book, records a risk snapshot "
+           description="Every N minutes (OPTRADER_SENSOR_INTERVAL_MINUTES, default 5) of regular NYSE hours: marks the open book, records a risk snapshot "
                        "(P&L, drawdown, Greeks, VaR, buying power) and, on a limit breach, engages the kill "
                        "switch and alerts.")
 def intraday_risk_sensor(context: dg.SensorEvaluationContext, market: MarketResource,
@@ -114,7 +127,7 @@ def intraday_risk_sensor(context: dg.SensorEvaluationContext, market: MarketReso
 
 @dg.sensor(name="position_adjustment_sensor", minimum_interval_seconds=RISK_INTERVAL_S,
            job_name="position_adjustment_job", default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Every 5 minutes of regular NYSE hours: the management rules on intraday marks; one "
+           description="Every N minutes (default 5) of regular NYSE hours: the management rules on intraday marks; one "
                        "position_adjustment_job run per position to close or roll, keyed by (position, rule, day).")
 def position_adjustment_sensor(context: dg.SensorEvaluationContext, market: MarketResource,
                                broker: PaperBrokerResource, settings: TradingSettingsResource):

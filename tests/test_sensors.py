@@ -35,7 +35,7 @@ def _at(text):
 def test_risk_sensor_skips_outside_sessions_with_a_reason(monkeypatch, tmp_path, when, why):
     monkeypatch.setattr(intraday, "now_ny", lambda: _at(when))
     res = _resources(tmp_path)
-    out = intraday_risk_sensor(dg.build_sensor_context(resources=res))
+    out = intraday_risk_sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=res))
     assert isinstance(out, dg.SkipReason) and why in out.skip_message
 
 
@@ -52,8 +52,8 @@ def test_a_tick_at_10am_records_one_snapshot_per_minute(monkeypatch, book):
     tmp, res = book
     monkeypatch.setattr(intraday, "now_ny", lambda: _at("2026-11-20 10:00"))
     wh = Warehouse(tmp / "optrader.duckdb")
-    first = intraday_risk_sensor(dg.build_sensor_context(resources=res))
-    again = intraday_risk_sensor(dg.build_sensor_context(resources=res))
+    first = intraday_risk_sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=res))
+    again = intraday_risk_sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=res))
     assert "within limits" in first.skip_message and "VaR95" in first.skip_message
     snaps = wh.query("SELECT * FROM risk_snapshots")
     assert len(snaps) == 1 and again.skip_message == first.skip_message  # the same tick twice: one row
@@ -65,7 +65,7 @@ def test_a_tick_at_10am_records_one_snapshot_per_minute(monkeypatch, book):
     assert s["buying_power_used"] == pytest.approx((held or 0.0) / cash)
     # the marks move with the intraday path: an hour later the book is worth something else
     monkeypatch.setattr(intraday, "now_ny", lambda: _at("2026-11-20 11:00"))
-    intraday_risk_sensor(dg.build_sensor_context(resources=res))
+    intraday_risk_sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=res))
     snaps = wh.query("SELECT * FROM risk_snapshots ORDER BY taken_at")
     assert len(snaps) == 2 and snaps["nlv"].iloc[0] != snaps["nlv"].iloc[1]
 
@@ -77,9 +77,9 @@ def test_a_breach_engages_the_kill_switch_and_the_next_daily_run_opens_nothing(m
     res = dict(res, notifier=NotifierResource(kind="webhook", webhook_url=url))
     monkeypatch.setattr(intraday, "now_ny", lambda: _at("2026-11-20 10:30"))
     monkeypatch.setattr(RiskLimits, "for_profile", classmethod(lambda cls, p: cls(max_vega_pct_nlv=1e-9)))
-    out = intraday_risk_sensor(dg.build_sensor_context(resources=res))
+    out = intraday_risk_sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=res))
     assert "BREACH" in out.skip_message and "kill switch engaged" in out.skip_message
-    again = intraday_risk_sensor(dg.build_sensor_context(resources=res))
+    again = intraday_risk_sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=res))
     assert "already engaged" in again.skip_message
     assert len(hook.received) == 1  # one alert, not one per tick
     assert "kill switch engaged" in hook.received[0][2]["text"] and "vega" in hook.received[0][2]["text"]
@@ -125,11 +125,11 @@ def test_adjustment_sensor_requests_one_keyed_run_per_position_and_the_job_close
     assert held
     monkeypatch.setattr(intraday, "now_ny", lambda: _at("2026-11-20 10:00"))
     # default rules: nothing is at a threshold yet at 10:00 on the next day
-    quiet = position_adjustment_sensor(dg.build_sensor_context(resources=res))
+    quiet = position_adjustment_sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=res))
     assert isinstance(quiet, dg.SkipReason) and "no rule fired" in quiet.skip_message
     res2 = _resources(tmp_path, management_rules='{"default": {"dte_exit": 400, "roll": false}}')
-    first = position_adjustment_sensor(dg.build_sensor_context(resources=res2))
-    second = position_adjustment_sensor(dg.build_sensor_context(resources=res2))
+    first = position_adjustment_sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=res2))
+    second = position_adjustment_sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=res2))
     assert sorted(r.run_key for r in first) == sorted(f"{p}|time_exit|2026-11-20" for p in held)
     assert [r.run_key for r in second] == [r.run_key for r in first]  # same tick, same keys: no new runs
     job_res = {k: res2[k] for k in ("market", "broker", "settings")}
@@ -142,7 +142,7 @@ def test_adjustment_sensor_requests_one_keyed_run_per_position_and_the_job_close
     pos = wh.query("SELECT * FROM positions WHERE position_id IN (SELECT unnest(?))", [held])
     assert pos["close_reason"].str.startswith("time_exit (intraday 10:00)").all()
     assert (pd.to_datetime(pos["closed_date"]).dt.date == DAY).all()
-    after = position_adjustment_sensor(dg.build_sensor_context(resources=res2))
+    after = position_adjustment_sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=res2))
     assert isinstance(after, dg.SkipReason) and "no open position" in after.skip_message
 
 
