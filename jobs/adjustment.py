@@ -6,8 +6,10 @@ import pandas as pd
 
 from optrader_pipelines import calendar as cal
 from optrader_pipelines.adjust import adjust_position
+from optrader_pipelines.notify import Message, NotifyError
 from resources.broker import PaperBrokerResource
 from resources.market import MarketResource
+from resources.notifier import NotifierResource
 from resources.settings import TradingSettingsResource
 
 
@@ -20,7 +22,8 @@ class AdjustmentConfig(dg.Config):
 
 @dg.op
 def adjust_position_op(context: dg.OpExecutionContext, config: AdjustmentConfig, market: MarketResource,
-                       broker: PaperBrokerResource, settings: TradingSettingsResource) -> dict:
+                       broker: PaperBrokerResource, settings: TradingSettingsResource,
+                       notifier: NotifierResource) -> dict:
     """Close the position at the intraday quotes; for a tested credit spread, also open the roll
     target through the safety checks (the kill switch included)."""
     source = market.intraday()
@@ -33,6 +36,14 @@ def adjust_position_op(context: dg.OpExecutionContext, config: AdjustmentConfig,
     context.log.info(f"{config.position_id} {config.rule}: closed={out['closed']} roll={out['roll_status']} "
                      f"({out['note']})")
     context.add_output_metadata({k: str(v) for k, v in out.items()})
+    if out["closed"]:
+        text = (f"{config.position_id}: {config.rule} at {at.strftime('%Y-%m-%d %H:%M')} New York: {config.reason}\n"
+                f"closing order {out['close_order']}; roll: {out['roll_status']}"
+                + (f" ({out['roll_order']})" if out["roll_order"] else "") + f"\n{out['note']}")
+        try:
+            notifier.get().send(Message(f"optrader {broker.account}: position {config.rule}", text, severity="warning"))
+        except NotifyError as exc:
+            context.log.error(f"adjustment alert not delivered: {exc}")
     return out
 
 

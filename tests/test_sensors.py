@@ -132,7 +132,7 @@ def test_adjustment_sensor_requests_one_keyed_run_per_position_and_the_job_close
     second = position_adjustment_sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=res2))
     assert sorted(r.run_key for r in first) == sorted(f"{p}|time_exit|2026-11-20" for p in held)
     assert [r.run_key for r in second] == [r.run_key for r in first]  # same tick, same keys: no new runs
-    job_res = {k: res2[k] for k in ("market", "broker", "settings")}
+    job_res = {k: res2[k] for k in ("market", "broker", "settings", "notifier")}
     for req in first:
         assert position_adjustment_job.execute_in_process(run_config=req.run_config, resources=job_res).success
     # a repeated run of the same request closes nothing twice
@@ -188,3 +188,17 @@ def test_intraday_roll_opens_the_new_spread_through_the_safety_checks(tmp_path):
                             rules, PROFILES["moderate"], "high", "run-y")
     assert not again["closed"] and "already closed" in again["note"]
     assert len(broker.orders(DAY)) == len(new)
+
+
+def test_each_risk_limit_breaches_at_its_threshold_and_not_before():
+    from optrader_pipelines.intraday import breaches
+
+    limits = RiskLimits(max_daily_loss=0.10, max_drawdown=0.15, max_delta_pct_nlv=2.0, max_vega_pct_nlv=0.05,
+                        circuit_breaker_move=0.07)
+    calm = dict(nlv=1000.0, daily_return=-0.0999, pnl_since_close=-99.9, drawdown=0.1499, delta_usd=1999.0,
+                vega_usd=-49.9, largest_move=("SPY", -0.0699))
+    assert breaches(calm, limits) == []
+    at = dict(calm, daily_return=-0.10, drawdown=0.15, delta_usd=-2000.0, vega_usd=50.0, largest_move=("SPY", -0.07))
+    kinds = [k for k, _ in breaches(at, limits)]
+    assert kinds == ["daily_loss", "drawdown", "delta", "vega", "circuit_breaker"]
+    assert "SPY moved -7.0%" in dict(breaches(at, limits))["circuit_breaker"]
