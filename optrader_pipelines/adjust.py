@@ -12,7 +12,7 @@ from .broker import DEPOSIT_DATE, PaperBroker
 from .daily import book_history, place_accepted
 from .intraday import legs_table
 from .killswitch import KillSwitch
-from .management import RuleBook, evaluate_position, find_roll
+from .management import RuleBook, evaluate_position, find_roll, leg_quotes
 from .portfolio import mark_positions
 from .pricing import greeks_table
 from .risk import BookState, RiskProfile, check_signals, idempotency_key
@@ -26,12 +26,6 @@ def quotes_frame(quotes: pd.DataFrame) -> pd.DataFrame:
         expiration=pd.to_datetime(quotes["expiration"]))
 
 
-def _index(q: pd.DataFrame) -> pd.DataFrame:
-    g = q.assign(_exp=pd.to_datetime(q["expiration"]).dt.strftime("%Y-%m-%d"))
-    idx = g.set_index(["underlying", "_exp", "strike", "option_type"])[["delta", "bid", "ask", "mid"]]
-    return idx[~idx.index.duplicated()]
-
-
 def intraday_decisions(positions: pd.DataFrame, quotes: pd.DataFrame, day: dt.date, rulebook: RuleBook
                        ) -> pd.DataFrame:
     """The rule decision for each open position at intraday marks (close and roll kept apart)."""
@@ -39,7 +33,7 @@ def intraday_decisions(positions: pd.DataFrame, quotes: pd.DataFrame, day: dt.da
         return pd.DataFrame(columns=["position_id", "underlying", "strategy", "action", "rule", "reason"])
     q = quotes_frame(quotes)
     marked = mark_positions(positions, q)
-    idx = _index(q)
+    idx = leg_quotes(q)
     spots = q.groupby("underlying")["underlying_price"].first()
     rows = []
     for p in marked.itertuples(index=False):
@@ -76,7 +70,7 @@ def adjust_position(broker: PaperBroker, source, position_id: str, rule: str, re
         cands = build_candidates(greeks, StrategyConfig(fill_fraction=broker.fill_fraction,
                                                         commission_per_contract=broker.commission_per_contract))
         row = pd.Series(p).copy()
-        best, net, why = find_roll(row, cands, _index(quotes_frame(q)), rules)
+        best, net, why = find_roll(row, cands, leg_quotes(quotes_frame(q)), rules)
         target = (best, why, greeks) if best is not None else None
         if best is None:
             out["note"] = f"{why}: closing instead"

@@ -11,7 +11,7 @@ import pandas as pd
 
 from . import calendar as cal
 from .broker import DEPOSIT_DATE, OrderRequest, PaperBroker
-from .management import DECISION_COLUMNS, RuleBook, evaluate_book
+from .management import DECISION_COLUMNS, RuleBook, evaluate_book, leg_quotes
 from .portfolio import mark_positions
 from .risk import BookState, idempotency_key
 from .storage import Warehouse, WarehouseError
@@ -52,16 +52,10 @@ def close_book(broker: PaperBroker, wh: Warehouse, day: dt.date, greeks: pd.Data
     return book, positions, summary
 
 
-def _quotes_index(greeks: pd.DataFrame) -> pd.DataFrame:
-    g = greeks.assign(_exp=pd.to_datetime(greeks["expiration"]).dt.strftime("%Y-%m-%d"))
-    idx = g.set_index(["underlying", "_exp", "strike", "option_type"])[["bid", "ask"]]
-    return idx[~idx.index.duplicated()]
-
-
 def place_accepted(decisions: pd.DataFrame, broker: PaperBroker, greeks: pd.DataFrame, day: dt.date, run_id: str
                    ) -> pd.DataFrame:
     """Send every accepted decision to the broker (idempotent by key); add the order outcome columns."""
-    quotes = _quotes_index(greeks)
+    quotes = leg_quotes(greeks)
     out = decisions.copy()
     out["order_id"] = None
     out["order_status"] = "not sent"

@@ -127,7 +127,9 @@ class Decision:
     reason: str
 
 
-def _leg_quotes(greeks: pd.DataFrame) -> pd.DataFrame:
+def leg_quotes(greeks: pd.DataFrame) -> pd.DataFrame:
+    """The day's quotes indexed by (underlying, expiration 'YYYY-MM-DD', strike, option type):
+    delta, bid, ask, mid; the first row of a duplicated contract."""
     g = greeks.assign(_exp=pd.to_datetime(greeks["expiration"]).dt.strftime("%Y-%m-%d"))
     idx = g.set_index(["underlying", "_exp", "strike", "option_type"])[["delta", "bid", "ask", "mid"]]
     return idx[~idx.index.duplicated()]
@@ -240,7 +242,7 @@ def evaluate_book(marked: pd.DataFrame, greeks: pd.DataFrame, day: dt.date, rule
     rulebook = rulebook or RuleBook()
     if marked is None or marked.empty:
         return pd.DataFrame(columns=DECISION_COLUMNS)
-    quotes = _leg_quotes(greeks)
+    quotes = leg_quotes(greeks)
     spots = greeks.groupby("underlying")["underlying_price"].first()
     rows = []
     for p in marked.itertuples(index=False):
