@@ -221,7 +221,7 @@ def _kernel(kind: str, method: str):
     key = (kind, method)
     if key not in _KERNELS:
         build = {"price": _price_kernel, "greeks": _greeks_kernel,
-                 "iv": lambda m: _iv_kernel(m, _IV_FAST_STEPS), "iv_slow": lambda m: _iv_kernel(m, _IV_STEPS)}[kind]
+                 "iv": _iv_kernel}[kind]
         _KERNELS[key] = build(method)
     return _KERNELS[key]
 
@@ -252,10 +252,12 @@ _IV_STEPS = 40
 _IV_TOL = 1e-10  # relative step in sigma at which a contract is done (the model is smooth to ~1e-13)
 
 
-def _iv_kernel(method, max_steps):
+def _iv_kernel(method):
     value = _VALUE[method]
 
-    def kernel(price, S, K, T, r, q, is_call):
+    def kernel(price, S, K, T, r, q, cap, is_call):
+        """``cap``: the most secant steps per contract (an input, so both passes share one
+        compiled kernel)."""
         ok = valid_inputs(S, K, T, r, q) & jnp.isfinite(price) & (price >= 0)
         S, K, T, r, q, price = (jnp.where(ok, a, c) for a, c in
                                 ((S, 100.0), (K, 100.0), (T, 1.0), (r, 0.05), (q, 0.02), (price, 10.0)))
@@ -290,6 +292,7 @@ def _iv_kernel(method, max_steps):
 
         def step(carry):
             it, v, v_prev, g_prev, lo, g_lo, hi, g_hi, last, active = carry
+            live = active & (it < cap)
             g = value(S, K, T, r, q, v, is_call) - target
             below, above = g < 0, g > 0
             # Illinois: an end kept twice in a row has its residual halved, so false position
@@ -318,10 +321,10 @@ def _iv_kernel(method, max_steps):
             matched = (jnp.abs(g) <= price_floor) | (flat & (jnp.abs(g) <= 1e-9 * jnp.maximum(S, K)))
             new = jnp.where(matched, v, new)
             done = matched | (jnp.abs(new - v) <= _IV_TOL * v)
-            return (it + 1, jnp.where(active, new, v), v, g, lo, g_lo, hi, g_hi, last, active & ~done)
+            return (it + 1, jnp.where(live, new, v), v, g, lo, g_lo, hi, g_hi, last, active & ~(live & done))
 
         def cond(carry):
-            return (carry[0] < max_steps) & jnp.any(carry[-1])
+            return jnp.any(carry[-1] & (carry[0] < cap))
 
         # start: the European IV of the price less the early-exercise premium at the European IV
         # (the premium moves little with the vol, so this is close and Newton needs 2 or 3 steps)
@@ -346,12 +349,14 @@ def american_implied_vol(price, S, K, T, r, q, is_call, *, method: str = "qdfp")
     de-Americanized vol, bracketed above by the European IV of the same price (false position when
     a step leaves the bracket). NaN wherever the status is not 0."""
     arrs, calls = _runtime.as_arrays(price, S, K, T, r, q, is_call=is_call)
-    pad = [10.0, 100.0, 100.0, 1.0, 0.05, 0.02, True]
-    iv, status = _runtime.run(_kernel("iv", method), arrs + [calls], pad, 2)
+    pad = [10.0, 100.0, 100.0, 1.0, 0.05, 0.02, float(_IV_FAST_STEPS), True]
+    kernel = _kernel("iv", method)
+    iv, status = _runtime.run(kernel, arrs + [np.full(len(calls), float(_IV_FAST_STEPS)), calls], pad, 2)
     slow = np.flatnonzero(status == 5)
     if slow.size:
         iv, status = iv.copy(), status.copy()  # the first pass's outputs are read-only device views
-        iv_s, status_s = _runtime.run(_kernel("iv_slow", method), [a[slow] for a in arrs] + [calls[slow]], pad, 2)
+        iv_s, status_s = _runtime.run(kernel, [a[slow] for a in arrs] + [np.full(slow.size, float(_IV_STEPS)),
+                                                                          calls[slow]], pad, 2)
         iv[slow], status[slow] = iv_s, status_s
     return iv, status.astype(np.int8)
 
