@@ -16,7 +16,7 @@ $(UV):
 # Bytecode is compiled once at install: with PYTHONDONTWRITEBYTECODE set (as on CI machines)
 # every process would otherwise recompile ~4,000 modules from source (~8 s per run).
 .venv/.installed: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
+	$(UV) sync --locked --compile-bytecode --python $(PYTHON)
 	touch $@
 
 install: .venv/.installed
