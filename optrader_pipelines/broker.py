@@ -81,15 +81,17 @@ def order_id_for(key: str) -> str:
     return "ord-" + hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
-def modelled_fill(legs: list[dict], direction: str, fill_fraction: float) -> tuple[float, float, float]:
-    """(mid, natural, modelled fill) per share for the spread, sign-adjusted so all are positive."""
+def modelled_fill(legs: list[dict], direction: str, fill_fraction: float, slippage: float = 0.0
+                  ) -> tuple[float, float, float]:
+    """(mid, natural, modelled fill) per share for the spread, sign-adjusted so all are positive;
+    ``slippage`` (per share) moves the fill against us: less credit, more debit."""
     sign = 1.0 if direction == "credit" else -1.0
     mid = sum(-int(leg["side"]) * (leg["bid"] + leg["ask"]) / 2 for leg in legs) * sign
     natural = sum(-int(leg["side"]) * (leg["bid"] if int(leg["side"]) < 0 else leg["ask"]) for leg in legs) * sign
     if direction == "credit":
-        fill = mid - fill_fraction * (mid - natural)
+        fill = mid - fill_fraction * (mid - natural) - slippage
     else:
-        fill = mid + fill_fraction * (natural - mid)
+        fill = mid + fill_fraction * (natural - mid) + slippage
     return mid, natural, fill
 
 
@@ -97,9 +99,12 @@ class PaperBroker(Broker):
     name = "paper"
 
     def __init__(self, warehouse: Warehouse, account: str = "paper", fill_fraction: float = 0.5,
-                 commission_per_contract: float = 0.65, starting_cash: float = 5_000.0):
+                 commission_per_contract: float = 0.65, starting_cash: float = 5_000.0, slippage: float = 0.0):
         if not 0.0 <= fill_fraction <= 1.0:
             raise ValueError(f"fill_fraction {fill_fraction} must be within [0, 1]")
+        if slippage < 0:
+            raise ValueError(f"slippage {slippage} must be >= 0 (per share, against the trader)")
+        self.slippage = slippage
         self.wh = warehouse
         self.account = account
         self.fill_fraction = fill_fraction
@@ -149,7 +154,7 @@ class PaperBroker(Broker):
         legs_json = json.dumps([{k: leg[k] for k in ("option_symbol", "expiration", "strike", "option_type", "side")}
                                 for leg in order.legs], sort_keys=True)
         sign = 1.0 if order.direction == "credit" else -1.0
-        _, _, fill = modelled_fill(order.legs, order.direction, self.fill_fraction)
+        _, _, fill = modelled_fill(order.legs, order.direction, self.fill_fraction, self.slippage)
         marketable = fill >= order.limit_price - 1e-9 if order.direction == "credit" else fill <= order.limit_price + 1e-9
         base = [oid, order.idempotency_key, order.account, order.trade_date, oid, "open", order.strategy,
                 order.underlying, order.expiration, legs_json, int(order.quantity), float(order.limit_price)]
@@ -211,7 +216,7 @@ class PaperBroker(Broker):
             closing.append(dict(leg, side=-int(leg["side"]), bid=float(bid), ask=float(ask)))
         opened_credit = float(p["entry_price"]) > 0
         direction = "debit" if opened_credit else "credit"
-        _, _, fill = modelled_fill(closing, direction, self.fill_fraction)
+        _, _, fill = modelled_fill(closing, direction, self.fill_fraction, self.slippage)
         price = round(max(fill, 0.0), 2)
         qty = int(p["quantity"])
         sign = 1.0 if direction == "credit" else -1.0

@@ -17,24 +17,28 @@ from .risk import BookState, idempotency_key
 from .storage import Warehouse, WarehouseError
 
 
-def book_history(wh: Warehouse, account: str, before: dt.date) -> pd.DataFrame:
-    """Previous days' closing NLV for the account, from the ``daily_report`` table."""
+def book_history(wh: Warehouse, account: str, before: dt.date, table: str = "daily_report") -> pd.DataFrame:
+    """Previous days' closing NLV for the account, from ``table`` (``daily_report`` for the daily
+    run, ``backtest_days`` for a backtest account)."""
+    if table not in ("daily_report", "backtest_days"):
+        raise ValueError(f"no book history in table {table!r}")
     try:
-        return wh.query("SELECT trade_date, nlv FROM daily_report WHERE account = ? AND trade_date < ? ORDER BY trade_date",
+        return wh.query(f"SELECT trade_date, nlv FROM {table} WHERE account = ? AND trade_date < ? ORDER BY trade_date",
                         [account, before])
     except Exception:  # table not created yet: the account has no history
         return pd.DataFrame(columns=["trade_date", "nlv"])
 
 
 def close_book(broker: PaperBroker, wh: Warehouse, day: dt.date, greeks: pd.DataFrame, kill_switch: bool = False,
-               before_orders: bool = False, kill_switch_reason: str = "") -> tuple[BookState, pd.DataFrame, dict]:
+               before_orders: bool = False, kill_switch_reason: str = "", history_table: str = "daily_report"
+               ) -> tuple[BookState, pd.DataFrame, dict]:
     """The account at the close of ``day`` (positions marked at the day's mids) and a summary;
     ``before_orders`` leaves out the day's own opening orders (the book the safety checks see)."""
     positions = mark_positions(broker.open_positions(day, before_orders), greeks)
     cash = broker.cash(day, before_orders)
     positions_value = float(positions["mark_value"].sum()) if len(positions) else 0.0
     nlv = cash + positions_value
-    hist = book_history(wh, broker.account, day)
+    hist = book_history(wh, broker.account, day, history_table)
     start = broker.cash(DEPOSIT_DATE)
     previous = float(hist["nlv"].iloc[-1]) if len(hist) else start
     peak = max([nlv, start] + ([float(hist["nlv"].max())] if len(hist) else []))

@@ -95,9 +95,16 @@ def test_rules_are_validated_and_per_strategy():
 def book_with_spread(tmp_path, small_greeks):
     """A paper account holding one bull put credit spread opened on DAY from the day's candidates."""
     cands = build_candidates(small_greeks)
-    near = cands[(cands["strategy"] == "bull_put_credit")]
-    near = near[pd.to_datetime(near["expiration"]) == pd.to_datetime(near["expiration"]).min()]
-    c = near.sort_values("short_delta").iloc[0]  # the most tested (most negative delta) short put
+    puts = cands[cands["strategy"] == "bull_put_credit"]
+    exp = pd.to_datetime(puts["expiration"])
+    near = puts[exp == exp.min()].sort_values("short_delta")  # the most tested (most negative delta) first
+
+    def rollable(c):  # a later spread, no wider than 1.5x, less tested, for more credit than closing costs
+        later = puts[(puts["underlying"] == c["underlying"]) & (exp >= exp.min() + pd.Timedelta(days=7))
+                     & (puts["width"] <= 1.5 * c["width"]) & (puts["short_delta"].abs() < abs(c["short_delta"]))]
+        return (later["entry_price"] >= c["mid_price"]).any()
+
+    c = next(r for _, r in near.iterrows() if rollable(r))
     broker = PaperBroker(Warehouse(tmp_path / "wh.duckdb"), fill_fraction=0.0)
     legs = json.loads(c["legs"])
     g = small_greeks.assign(_exp=pd.to_datetime(small_greeks["expiration"]).dt.strftime("%Y-%m-%d"))

@@ -124,8 +124,11 @@ def test_adjustment_sensor_requests_one_keyed_run_per_position_and_the_job_close
     held = wh.query("SELECT position_id FROM positions WHERE closed_date IS NULL")["position_id"].tolist()
     assert held
     monkeypatch.setattr(intraday, "now_ny", lambda: _at("2026-11-20 10:00"))
-    # default rules: nothing is at a threshold yet at 10:00 on the next day
-    quiet = position_adjustment_sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=res))
+    # rules that nothing reaches: no request
+    calm = _resources(tmp_path, management_rules='{"default": {"dte_exit": 0, "profit_target": 1.0, '
+                                                  '"stop_loss_credit_multiple": 50, "stop_loss_debit_fraction": 1.0, '
+                                                  '"tested_delta": 0.99}}')
+    quiet = position_adjustment_sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=calm))
     assert isinstance(quiet, dg.SkipReason) and "no rule fired" in quiet.skip_message
     res2 = _resources(tmp_path, management_rules='{"default": {"dte_exit": 400, "roll": false}}')
     first = position_adjustment_sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=res2))
@@ -174,7 +177,8 @@ def test_intraday_roll_opens_the_new_spread_through_the_safety_checks(tmp_path):
                                              pd.Timestamp(c["expiration"]).date(), c["settlement"], "credit", legs,
                                              1, np.floor(float(c["mid_price"]) * 100) / 100))
     assert opened.status == "filled"
-    rules = RuleBook(ManagementRules(tested_delta=0.99, roll_min_net_credit=-100.0))  # any later spread will do
+    # any later spread will do: the test is about the roll going through the safety checks
+    rules = RuleBook(ManagementRules(tested_delta=0.99, roll_min_net_credit=-100.0, roll_max_width_ratio=10.0))
     out = adjust_position(broker, market, opened.order_id, "tested", "short put tested", _at("2026-11-20 11:00"),
                           rules, PROFILES["moderate"], "high", "run-x")
     assert out["closed"] and out["roll_order"] is not None, out["note"]

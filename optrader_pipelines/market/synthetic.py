@@ -206,6 +206,15 @@ def spot_on(seed: int, symbol: str, day: dt.date) -> float:
     return float(_price_path(seed, symbol, _n_chunks_for(idx))[idx])
 
 
+@lru_cache(maxsize=4096)
+def listing_spot(seed: int, symbol: str, expiration: dt.date) -> float:
+    """The underlying's close when an expiration is listed (the session on or before 370 days
+    earlier; the first session for the earliest ones): it fixes that expiration's strike step."""
+    anchor = max(cal.FIRST_SESSION, expiration - dt.timedelta(days=370))
+    days = cal.trading_days(anchor - dt.timedelta(days=10), anchor)
+    return spot_on(seed, symbol, days[-1] if days else cal.FIRST_SESSION)
+
+
 def expirations(day: dt.date, weeklies: bool, horizon_days: int = 370) -> list[dt.date]:
     """Weekly Fridays for 8 weeks (when the name has weeklies) and monthly third Fridays for a
     year; a Friday holiday moves to the prior session. Only dates after ``day``."""
@@ -345,11 +354,15 @@ class SyntheticMarket(MarketSource):
         for i, exp in enumerate(exps):
             t = (exp - day).days / 365.0
             atm_guess = und.vol * 1.5
-            step = _strike_step(und, spot, t)
+            # Listed strikes stay listed, as on an exchange: every strike lies on a lattice of
+            # base * 2^k for the expiration's own base step (from its spot at listing, so it does
+            # not move with the day's price); as expiry nears k falls and the lattice refines,
+            # keeping the coarser strikes listed earlier.
+            base = _strike_step(und, listing_spot(self.seed, und.symbol, exp), 0.1)
             half_range = spot * (np.exp(3.0 * atm_guess * np.sqrt(t)) - 1.0)
-            n_side = int(min(self.strikes_per_side, max(4, half_range // step)))
-            width = max(step, np.ceil(half_range / n_side / step) * step)
-            centre = np.round(spot / step) * step
+            n_side = int(min(self.strikes_per_side, max(4, half_range // base)))
+            width = base * 2.0 ** max(0, int(np.ceil(np.log2(max(half_range / n_side / base, 1.0)))))
+            centre = np.round(spot / width) * width
             strikes = centre + width * np.arange(-n_side, n_side + 1)
             strikes = strikes[strikes >= 0.25 * spot]
             exp_idx.append(np.full(len(strikes), i))

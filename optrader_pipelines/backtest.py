@@ -1,0 +1,140 @@
+"""Backtests: the daily pipeline replayed over past trading days in date order, on its own account.
+
+A backtest never touches the paper or live account. Its ledger rows (orders, positions, cash) are
+those of the account ``backtest:<id>``. The id is derived from the range and every setting, so the
+same backtest run twice is the same account, and its idempotent writes make the second run a no-op
+with identical trades. One day of the replay is what the daily run does, in the same order and
+with the same functions:
+
+1. the chain of the day (from the market source: vendor files or synthetic) and its Greeks;
+2. expirations settled at intrinsic value from the underlying's close (cash-settled index,
+   physically settled equity closed at intrinsic);
+3. the management rules (early exits, rolls) on the positions held at the start of the day;
+4. the ranked signals, the safety checks on the book after the closes, and fills at the paper fill
+   model (between mid and the touch, ``fill_fraction``) less ``slippage`` per share, with the
+   commission per contract;
+5. the book at the close recorded in ``backtest_days`` (account, day): tomorrow starts from it.
+
+The book is path-dependent, so days replay strictly in order. A day that is already recorded is
+replayed again idempotently (same keys, same rows), which makes an interrupted backtest resumable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+
+from . import calendar as cal
+from .broker import DEPOSIT_DATE, PaperBroker
+from .daily import book_history, close_book, manage_positions, place_accepted, roll_signals, underlying_prices
+from .management import RuleBook, rulebook_from_json
+from .pricing import greeks_table
+from .risk import check_signals, get_profile, max_risk_per_contract
+from .signals import RankingConfig, rank_signals
+from .storage import Warehouse
+from .strategies import StrategyConfig, build_candidates
+
+DAYS_DDL = """CREATE TABLE IF NOT EXISTS backtest_days (
+    account VARCHAR NOT NULL,
+    trade_date DATE NOT NULL,
+    nlv DOUBLE NOT NULL, cash DOUBLE NOT NULL, positions_value DOUBLE NOT NULL, open_positions INTEGER NOT NULL,
+    realized_pnl DOUBLE NOT NULL, orders_filled INTEGER NOT NULL, positions_closed INTEGER NOT NULL,
+    settled INTEGER NOT NULL, run_id VARCHAR,
+    PRIMARY KEY (account, trade_date)
+)"""
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    starting_cash: float = 5_000.0
+    fill_fraction: float = 0.5
+    slippage: float = 0.0  # per share, against the trader
+    commission_per_contract: float = 0.65
+    risk_profile: str = "small_account"
+    risk_level: str = "moderate"
+    top_n: int = 4
+    management_rules: str = ""  # JSON, as OPTRADER_MANAGEMENT_RULES
+    market: str = ""  # a label of the data source (part of the id)
+
+    @property
+    def rulebook(self) -> RuleBook:
+        return rulebook_from_json(self.management_rules)
+
+    def backtest_id(self, start: dt.date, end: dt.date) -> str:
+        raw = json.dumps({"start": start.isoformat(), "end": end.isoformat(), **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+def account_for(backtest_id: str) -> str:
+    return f"backtest:{backtest_id}"
+
+
+def _broker(wh: Warehouse, account: str, cfg: BacktestConfig) -> PaperBroker:
+    return PaperBroker(wh, account, cfg.fill_fraction, cfg.commission_per_contract, cfg.starting_cash, cfg.slippage)
+
+
+def replay_day(wh: Warehouse, source, day: dt.date, account: str, cfg: BacktestConfig, run_id: str = "") -> dict:
+    """One day of the backtest (module docstring); returns the day's row of ``backtest_days``."""
+    day = cal.require_trading_day(day)
+    wh.execute_many([(DAYS_DDL, [])])
+    broker = _broker(wh, account, cfg)
+    greeks = greeks_table(source.load_chain(day).chain)
+    settled = broker.settle_expirations(day, underlying_prices(greeks), run_id)
+    cands = build_candidates(greeks, StrategyConfig(fill_fraction=cfg.fill_fraction,
+                                                    commission_per_contract=cfg.commission_per_contract))
+    actions = manage_positions(broker, day, greeks, cands, cfg.rulebook, run_id)
+    hist = book_history(wh, account, day, "backtest_days")
+    nlv = float(hist["nlv"].iloc[-1]) if len(hist) else broker.cash(DEPOSIT_DATE)
+    profile = get_profile(cfg.risk_profile)
+    cap = max_risk_per_contract(profile, cfg.risk_level, nlv)
+    signals, _ = rank_signals(cands, day, RankingConfig(top_n=cfg.top_n, max_risk_per_contract=cap))
+    rolls = roll_signals(actions, cands)
+    signals = pd.concat([rolls, signals], ignore_index=True) if len(rolls) else signals
+    if len(signals) and cfg.slippage:
+        # the limit accepts the slippage the fill model charges: less credit, more debit
+        sign = signals["direction"].map({"credit": -1.0, "debit": 1.0})
+        signals = signals.assign(entry_price=(signals["entry_price"] + sign * cfg.slippage).round(2))
+    book, _, _ = close_book(broker, wh, day, greeks, before_orders=True, history_table="backtest_days")
+    decisions = check_signals(signals, book, profile, cfg.risk_level, day, cfg.commission_per_contract)
+    orders = place_accepted(decisions, broker, greeks, day, run_id)
+    _, _, summary = close_book(broker, wh, day, greeks, history_table="backtest_days")
+    row = {"account": account, "trade_date": day, "nlv": summary["nlv"], "cash": summary["cash"],
+           "positions_value": summary["positions_value"], "open_positions": summary["open_positions"],
+           "realized_pnl": summary["realized_pnl"], "orders_filled": int((orders["order_status"] == "filled").sum()),
+           "positions_closed": int((actions["order_status"] == "filled").sum()),
+           "settled": int((settled["status"] == "settled").sum()) if len(settled) else 0, "run_id": run_id}
+    cols = list(row)
+    wh.execute_many([
+        ("DELETE FROM backtest_days WHERE account = ? AND trade_date = ?", [account, day]),
+        (f"INSERT INTO backtest_days ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+         [row[c] for c in cols]),
+    ])
+    return row
+
+
+def run_backtest(wh: Warehouse, source, days: list[dt.date], cfg: BacktestConfig, run_id: str = "",
+                 backtest_id: str | None = None) -> tuple[str, pd.DataFrame]:
+    """Replay ``days`` (NYSE sessions, replayed in date order) on the backtest's own account;
+    returns (account, the days' rows)."""
+    if not days:
+        raise ValueError("a backtest needs at least one trading day")
+    days = sorted(days)
+    account = account_for(backtest_id or cfg.backtest_id(days[0], days[-1]))
+    rows = []
+    for d in days:
+        with wh.session():  # one connection per day: the day's ~20 warehouse calls share it
+            rows.append(replay_day(wh, source, d, account, cfg, run_id))
+    return account, pd.DataFrame(rows)
+
+
+def equity_and_trades(wh: Warehouse, account: str) -> tuple[pd.Series, pd.DataFrame]:
+    """The backtest's daily equity curve and its closed trades (for :mod:`.performance`)."""
+    days = wh.query("SELECT trade_date, nlv FROM backtest_days WHERE account = ? ORDER BY trade_date", [account])
+    equity = pd.Series(days["nlv"].to_numpy(float), index=pd.to_datetime(days["trade_date"]), name="nlv")
+    trades = wh.query("SELECT strategy, opened_date, closed_date, realized_pnl FROM positions "
+                      "WHERE account = ? AND closed_date IS NOT NULL ORDER BY closed_date, position_id", [account])
+    return equity, trades
