@@ -6,7 +6,7 @@ UV := .tools/bin/uv
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 
-.PHONY: run test dev bench install clean-data
+.PHONY: run test dev bench install clean-data backtest
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -28,6 +28,10 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 # make run [DATE=YYYY-MM-DD]
 run: install $(DAGSTER_HOME)/dagster.yaml
 	.venv/bin/python scripts/run_daily.py $(if $(DATE),--date $(DATE),)
+
+# make backtest START=YYYY-MM-DD END=YYYY-MM-DD (same environment variables as make run)
+backtest: install $(DAGSTER_HOME)/dagster.yaml
+	.venv/bin/python scripts/backtest.py --start $(START) --end $(END)
 
 test: install
 	.venv/bin/python -m pytest

@@ -58,14 +58,15 @@ def ranked_signals(context: dg.AssetExecutionContext, scored_opportunities: pd.D
                    settings: TradingSettingsResource, broker: PaperBrokerResource,
                    warehouse: WarehouseResource) -> dg.Output[pd.DataFrame]:
     """The day's top-N trade signals (default 4): eligible candidates (positive expected value,
-    liquid enough, affordable under the risk profile), the best per underlying, ranked by score,
+    liquid enough, affordable under the risk profile, outside the management rules' time exit), the
+    best per underlying, ranked by score,
     each with a confidence and the reasons behind it. Exclusions are counted by reason."""
     day = dt.date.fromisoformat(context.partition_key)
     hist = book_history(warehouse.get(), broker.account, day)
     nlv = float(hist["nlv"].iloc[-1]) if len(hist) else broker.get().cash(DEPOSIT_DATE)
     cap = max_risk_per_contract(settings.profile(), settings.risk_level, nlv)
-    signals, excluded = rank_signals(scored_opportunities, day, RankingConfig(top_n=settings.top_n,
-                                                                             max_risk_per_contract=cap))
+    signals, excluded = rank_signals(scored_opportunities, day, RankingConfig(
+        top_n=settings.top_n, max_risk_per_contract=cap, time_exit_dte=settings.rulebook().time_exits()))
     show = ["rank", "underlying", "strategy", "expiration", "entry_price", "pop", "expected_value", "confidence"]
     return dg.Output(signals, metadata={
         "dagster/row_count": len(signals),

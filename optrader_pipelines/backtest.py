@@ -15,8 +15,9 @@ with the same functions:
    commission per contract;
 5. the book at the close recorded in ``backtest_days`` (account, day): tomorrow starts from it.
 
-The book is path-dependent, so days replay strictly in order. A day that is already recorded is
-replayed again idempotently (same keys, same rows), which makes an interrupted backtest resumable.
+The book is path-dependent, so days replay strictly in order. A backtest always starts from an
+empty account (:func:`reset_account`) and replays its whole range: a retry after a failure ends
+with the same book as an uninterrupted run, and a run after a code change never mixes old rows in.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def replay_day(wh: Warehouse, source, day: dt.date, account: str, cfg: BacktestC
     nlv = float(hist["nlv"].iloc[-1]) if len(hist) else broker.cash(DEPOSIT_DATE)
     profile = get_profile(cfg.risk_profile)
     cap = max_risk_per_contract(profile, cfg.risk_level, nlv)
-    signals, _ = rank_signals(cands, day, RankingConfig(top_n=cfg.top_n, max_risk_per_contract=cap))
+    signals, _ = rank_signals(cands, day, RankingConfig(top_n=cfg.top_n, max_risk_per_contract=cap,
+                                                        time_exit_dte=cfg.rulebook.time_exits()))
     rolls = roll_signals(actions, cands)
     signals = pd.concat([rolls, signals], ignore_index=True) if len(rolls) else signals
     if len(signals) and cfg.slippage:
@@ -116,6 +118,18 @@ def replay_day(wh: Warehouse, source, day: dt.date, account: str, cfg: BacktestC
     return row
 
 
+def reset_account(wh: Warehouse, account: str) -> None:
+    """Delete every ledger row of a backtest account, in one transaction: a backtest always replays
+    its range from the first day, so a retry after a failure, or a run after a code change, ends
+    with the book an uninterrupted run of the current code gives."""
+    if not account.startswith("backtest:"):
+        raise ValueError(f"refusing to reset {account!r}: only backtest accounts are reset")
+    wh.ensure_ledger()
+    wh.execute_many([(DAYS_DDL, [])] + [(f"DELETE FROM {t} WHERE account = ?", [account]) for t in
+                                        ("broker_orders", "positions", "cash_ledger", "kill_switch_events",
+                                         "risk_snapshots", "backtest_days")])
+
+
 def run_backtest(wh: Warehouse, source, days: list[dt.date], cfg: BacktestConfig, run_id: str = "",
                  backtest_id: str | None = None) -> tuple[str, pd.DataFrame]:
     """Replay ``days`` (NYSE sessions, replayed in date order) on the backtest's own account;
@@ -124,6 +138,7 @@ def run_backtest(wh: Warehouse, source, days: list[dt.date], cfg: BacktestConfig
         raise ValueError("a backtest needs at least one trading day")
     days = sorted(days)
     account = account_for(backtest_id or cfg.backtest_id(days[0], days[-1]))
+    reset_account(wh, account)
     rows = []
     for d in days:
         with wh.session():  # one connection per day: the day's ~20 warehouse calls share it

@@ -193,7 +193,9 @@ class PaperBroker(Broker):
         """Close an open position at the paper fill model (a marketable closing order: limit = the
         modelled fill). ``quotes`` maps (expiration 'YYYY-MM-DD', strike, option type) to (bid, ask)
         for the day. Idempotent by key; the order, the position update and the cash entries are
-        written in one transaction. Realized P&L excludes commissions, as at settlement."""
+        written in one transaction. Realized P&L excludes commissions, as at settlement; the
+        position's ``exit_price`` is per share received (+) or paid (-) to close, as the settlement
+        value is."""
         existing = self.wh.query("SELECT * FROM broker_orders WHERE idempotency_key = ?", [idempotency_key])
         if len(existing):
             e = existing.iloc[0]
@@ -234,7 +236,7 @@ class PaperBroker(Broker):
               p["expiration"], legs_json, qty, price, price, commission, premium - commission, "filled", text, now,
               run_id]),
             ("UPDATE positions SET closed_date = ?, exit_price = ?, realized_pnl = ?, close_reason = ? "
-             "WHERE position_id = ? AND closed_date IS NULL", [day, -sign * price, pnl, reason, position_id]),
+             "WHERE position_id = ? AND closed_date IS NULL", [day, sign * price, pnl, reason, position_id]),
             ("INSERT INTO cash_ledger VALUES (?,?,?,?,?,?,?)",
              [f"{oid}:close", self.account, day, premium, "close", oid, run_id]),
             ("INSERT INTO cash_ledger VALUES (?,?,?,?,?,?,?)",

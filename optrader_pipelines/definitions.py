@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import DAILY_ASSETS, DAILY_CHECKS, trading_day_partitions
+from assets import BACKTEST_ASSETS, DAILY_ASSETS, DAILY_CHECKS, trading_day_partitions
 from optrader_pipelines.config import ConfigError, Settings
 from resources import (
+    BacktestSettingsResource,
     FilesMarketResource,
     NotifierResource,
     PaperBrokerResource,
@@ -74,6 +75,11 @@ def build_resources(settings: Settings) -> dict:
                                       commission_per_contract=settings.commission_per_contract,
                                       starting_cash=settings.starting_cash),
         "notifier": notifier_resource(settings),
+        "backtest": BacktestSettingsResource(fill_fraction=settings.fill_fraction,
+                                             commission_per_contract=settings.commission_per_contract,
+                                             starting_cash=settings.starting_cash, risk_profile=settings.risk_profile,
+                                             risk_level=settings.risk_level, top_n=settings.top_n,
+                                             management_rules=settings.management_rules),
         "settings": TradingSettingsResource(risk_profile=settings.risk_profile, risk_level=settings.risk_level,
                                             top_n=settings.top_n, report_dir=str(settings.report_dir),
                                             market_label=market.label, management_rules=settings.management_rules),
@@ -83,7 +89,7 @@ def build_resources(settings: Settings) -> dict:
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
     return dg.Definitions(
-        assets=DAILY_ASSETS,
+        assets=[*DAILY_ASSETS, *BACKTEST_ASSETS],
         asset_checks=DAILY_CHECKS,
         jobs=[daily_run_job, position_adjustment_job, engage_kill_switch_job, release_kill_switch_job],
         schedules=[daily_run_schedule],

@@ -75,6 +75,12 @@ class RuleBook:
     def for_strategy(self, strategy: str) -> ManagementRules:
         return self.per_strategy.get(strategy, self.default)
 
+    def time_exits(self) -> tuple[tuple[str, int], ...]:
+        """(strategy, time-exit DTE) for every strategy: the entries the ranking leaves out."""
+        from .strategies import STRATEGIES
+
+        return tuple((s, self.for_strategy(s).dte_exit) for s in STRATEGIES)
+
     @classmethod
     def from_overrides(cls, default: dict | None = None, per_strategy: dict[str, dict] | None = None) -> "RuleBook":
         base = ManagementRules(**(default or {}))

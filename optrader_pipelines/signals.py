@@ -24,6 +24,9 @@ class RankingConfig:
     min_liquidity: float = 0.2
     min_pop: float = 0.30
     max_risk_per_contract: float = float("inf")
+    # days to expiration at or below which the position-management time exit would close the
+    # trade again at the next close, per strategy (opening it would only pay the spread twice)
+    time_exit_dte: tuple[tuple[str, int], ...] = ()
 
 
 def confidence(score) -> np.ndarray:
@@ -52,6 +55,9 @@ def rank_signals(candidates: pd.DataFrame, trade_date, cfg: RankingConfig | None
         (f"probability of profit below {cfg.min_pop:.0%}", c["pop"] < cfg.min_pop),
         (f"one spread risks more than ${cfg.max_risk_per_contract:,.0f}", c["max_loss"] > cfg.max_risk_per_contract),
     ]
+    if cfg.time_exit_dte:
+        limit = c["strategy"].map(dict(cfg.time_exit_dte)).fillna(-1)
+        rules.append(("inside the time exit of the management rules", c["dte"] <= limit))
     keep = pd.Series(True, index=c.index)
     excluded = []
     for reason, bad in rules:
@@ -65,8 +71,8 @@ def rank_signals(candidates: pd.DataFrame, trade_date, cfg: RankingConfig | None
     excluded.append({"reason": f"ranked below the top {cfg.top_n}", "count": len(best) - len(top)})
     top["rank"] = np.arange(1, len(top) + 1)
     day = pd.Timestamp(trade_date).date().isoformat()
-    top["signal_id"] = day + ":" + top["candidate_id"]
+    top["signal_id"] = (day + ":" + top["candidate_id"]).astype(object)
     top["confidence"] = confidence(top["score"])
-    top["reasons"] = [_reasons(r) for r in top.itertuples(index=False)]
+    top["reasons"] = pd.Series([_reasons(r) for r in top.itertuples(index=False)], index=top.index, dtype=object)
     cols = ["rank", "signal_id"] + [x for x in c.columns] + ["confidence", "reasons"]
     return top[cols].reset_index(drop=True), pd.DataFrame(excluded)

@@ -1,5 +1,6 @@
 """Dagster resources: thin configurable wrappers over the domain core."""
 
+from .backtest import BacktestSettingsResource
 from .broker import PaperBrokerResource
 from .market import FilesMarketResource, MarketResource, SyntheticMarketResource
 from .notifier import NotifierResource
@@ -7,6 +8,6 @@ from .settings import TradingSettingsResource
 from .warehouse import WarehouseIOManager, WarehouseResource
 
 __all__ = [
-    "FilesMarketResource", "MarketResource", "NotifierResource", "PaperBrokerResource", "SyntheticMarketResource",
+    "BacktestSettingsResource", "FilesMarketResource", "MarketResource", "NotifierResource", "PaperBrokerResource", "SyntheticMarketResource",
     "TradingSettingsResource", "WarehouseIOManager", "WarehouseResource",
 ]

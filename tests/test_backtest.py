@@ -60,10 +60,11 @@ def test_the_same_backtest_twice_gives_identical_trades(first, tmp_path):
     pd.testing.assert_frame_equal(a[0], b[0])
     pd.testing.assert_frame_equal(a[1], b[1])
     pd.testing.assert_series_equal(days["nlv"], days2["nlv"])
-    # re-running over the same warehouse writes nothing new
+    # re-running over the same warehouse replays from an empty account: the same rows, no duplicates
     before = {t: wh.count(t) for t in ("broker_orders", "positions", "cash_ledger", "backtest_days")}
     run_backtest(wh, _source(), DAYS, CFG)
     assert {t: wh.count(t) for t in before} == before
+    pd.testing.assert_frame_equal(_ledger(wh, account)[0], a[0])
 
 
 def test_an_interrupted_backtest_resumed_ends_with_the_same_book(first, tmp_path, monkeypatch):
@@ -86,3 +87,31 @@ def test_an_interrupted_backtest_resumed_ends_with_the_same_book(first, tmp_path
     a, b = _ledger(wh, account), _ledger(resumed, account)
     pd.testing.assert_frame_equal(a[0], b[0])
     pd.testing.assert_frame_equal(a[1], b[1])
+
+
+def test_a_backfill_of_the_backtest_group_is_one_ordered_run(tmp_path):
+    import dagster as dg
+
+    from assets import BACKTEST_ASSETS
+    from optrader_pipelines.config import Settings
+    from optrader_pipelines.definitions import build_resources
+    from resources.market import SyntheticMarketResource
+
+    res = build_resources(Settings(duckdb_path=tmp_path / "w.duckdb", report_dir=tmp_path / "reports",
+                                   universe=UNIVERSE))
+    res["market"] = SyntheticMarketResource(seed=7, universe=list(UNIVERSE), strikes_per_side=6)
+    start, end = DAYS[0].isoformat(), DAYS[3].isoformat()
+    result = dg.materialize(BACKTEST_ASSETS, resources=res, instance=dg.DagsterInstance.ephemeral(),
+                            tags={"dagster/asset_partition_range_start": start,
+                                  "dagster/asset_partition_range_end": end})
+    assert result.success
+    book = result.asset_materializations_for_node("backtest_book")
+    perf = result.asset_materializations_for_node("backtest_performance")[0].metadata
+    assert book[0].metadata["days"].value == 4 and book[0].metadata["range"].value == f"{start}...{end}"
+    account = book[0].metadata["backtest_account"].value
+    assert account.startswith("backtest:") and perf["backtest_account"].value == account
+    wh = Warehouse(tmp_path / "w.duckdb")
+    assert wh.count("backtest_days") == 4
+    assert wh.query("SELECT count(*) AS n FROM broker_orders WHERE account = 'paper'")["n"].iloc[0] == 0
+    assert "sharpe" in perf and "max_drawdown" in perf and perf["days"].value == 4
+    assert perf["equity_plot"].value.startswith("![equity and drawdown](data:image/png;base64,")

@@ -152,3 +152,17 @@ def test_replace_day_is_atomic_and_never_duplicates(tmp_path):
     assert wh.count("t", DAY) == 3  # the failed write left the day as it was
     assert set(wh.query("SELECT run_id FROM t WHERE trade_date = ?", [DAY])["run_id"]) == {"run-2"}
     np.testing.assert_array_equal(wh.read_day("t", DAY)["a"].to_numpy(), [1, 2, 3])
+
+
+def test_ranking_leaves_out_entries_inside_the_time_exit_and_may_be_empty(candidates):
+    from optrader_pipelines.validation import RankedSignalsSchema
+
+    cfg = RankingConfig(time_exit_dte=(("bull_put_credit", 30),))
+    signals, excluded = rank_signals(candidates, DAY, cfg)
+    assert not ((signals["strategy"] == "bull_put_credit") & (signals["dte"] <= 30)).any()
+    n = int(excluded.set_index("reason").loc["inside the time exit of the management rules", "count"])
+    assert n > 0
+    everything = RankingConfig(time_exit_dte=tuple((s, 1000) for s in set(candidates["strategy"])))
+    empty, _ = rank_signals(candidates, DAY, everything)
+    assert empty.empty
+    RankedSignalsSchema.validate(empty)  # a day with no signal is a valid, empty table
