@@ -115,3 +115,27 @@ def test_a_backfill_of_the_backtest_group_is_one_ordered_run(tmp_path):
     assert wh.query("SELECT count(*) AS n FROM broker_orders WHERE account = 'paper'")["n"].iloc[0] == 0
     assert "sharpe" in perf and "max_drawdown" in perf and perf["days"].value == 4
     assert perf["equity_plot"].value.startswith("![equity and drawdown](data:image/png;base64,")
+
+
+def test_spxw_january_2018_backfills_all_21_sessions(shared_data, tmp_path):
+    import shutil
+
+    from optrader_pipelines.market.files import FilesMarket
+
+    hist = tmp_path / "history"
+    hist.mkdir()
+    shutil.copy(shared_data / "historicaloptiondata" / "SPXW_2018-01.csv", hist)
+    shutil.copy(shared_data / "rates" / "DGS3MO.csv", hist)
+    days = cal.trading_days(dt.date(2018, 1, 2), dt.date(2018, 1, 31))
+    assert len(days) == 21
+    wh = Warehouse(tmp_path / "w.duckdb")
+    account, rows = run_backtest(wh, FilesMarket(hist), days, BacktestConfig(market="SPXW 2018-01"))
+    assert list(pd.to_datetime(rows["trade_date"]).dt.date) == days
+    equity, trades = equity_and_trades(wh, account)
+    m = performance(equity, trades)
+    assert m["days"] == 21 and m["trades"] >= 1 and not pd.isna(m["max_drawdown"])
+    # a day the history does not hold is a clear error for that day
+    from optrader_pipelines.chain import ChainError
+
+    with pytest.raises(ChainError, match="2018-02-01"):
+        run_backtest(wh, FilesMarket(hist), [dt.date(2018, 2, 1)], BacktestConfig())
