@@ -17,6 +17,7 @@ from optrader_pipelines.daily import (
     underlying_prices,
 )
 from optrader_pipelines.killswitch import KillSwitch
+from optrader_pipelines.momentum import closed_trades, strategy_momentum
 from optrader_pipelines.risk import check_signals, max_risk_per_contract
 from optrader_pipelines.signals import RankingConfig, rank_signals
 from optrader_pipelines.strategies import StrategyConfig, build_candidates
@@ -58,15 +59,18 @@ def ranked_signals(context: dg.AssetExecutionContext, scored_opportunities: pd.D
                    settings: TradingSettingsResource, broker: PaperBrokerResource,
                    warehouse: WarehouseResource) -> dg.Output[pd.DataFrame]:
     """The day's top-N trade signals (default 4): eligible candidates (positive expected value,
-    liquid enough, affordable under the risk profile, outside the management rules' time exit), the
-    best per underlying, ranked by score,
-    each with a confidence and the reasons behind it. Exclusions are counted by reason."""
+    liquid enough, affordable under the risk profile, outside the management rules' time exit, of a
+    strategy whose 3-month momentum is positive or not yet measured), the best per underlying,
+    ranked by 50% confidence and 50% strategy momentum, each with a confidence and the reasons
+    behind it. Exclusions are counted by reason."""
     day = dt.date.fromisoformat(context.partition_key)
     hist = book_history(warehouse.get(), broker.account, day)
     nlv = float(hist["nlv"].iloc[-1]) if len(hist) else broker.get().cash(DEPOSIT_DATE)
     cap = max_risk_per_contract(settings.profile(), settings.risk_level, nlv)
+    mom = strategy_momentum(closed_trades(warehouse.get(), broker.account), day)
     signals, excluded = rank_signals(scored_opportunities, day, RankingConfig(
-        top_n=settings.top_n, max_risk_per_contract=cap, time_exit_dte=settings.rulebook().time_exits()))
+        top_n=settings.top_n, max_risk_per_contract=cap, time_exit_dte=settings.rulebook().time_exits(),
+        momentum=tuple((r.strategy, float(r.momentum)) for r in mom.itertuples() if pd.notna(r.momentum))))
     show = ["rank", "underlying", "strategy", "expiration", "entry_price", "pop", "expected_value", "confidence"]
     return dg.Output(signals, metadata={
         "dagster/row_count": len(signals),
@@ -75,6 +79,7 @@ def ranked_signals(context: dg.AssetExecutionContext, scored_opportunities: pd.D
                                                  for r in signals.itertuples()) or "_(none)_"),
         "excluded": md_table(excluded, 20),
         "max_risk_per_contract": cap,
+        "strategy_momentum": md_table(mom, 10),
     })
 
 

@@ -33,6 +33,7 @@ from . import calendar as cal
 from .broker import DEPOSIT_DATE, PaperBroker
 from .daily import book_history, close_book, manage_positions, place_accepted, roll_signals, underlying_prices
 from .management import RuleBook, rulebook_from_json
+from .momentum import closed_trades, strategy_momentum
 from .pricing import greeks_table
 from .risk import check_signals, get_profile, max_risk_per_contract
 from .signals import RankingConfig, rank_signals
@@ -92,8 +93,10 @@ def replay_day(wh: Warehouse, source, day: dt.date, account: str, cfg: BacktestC
     nlv = float(hist["nlv"].iloc[-1]) if len(hist) else broker.cash(DEPOSIT_DATE)
     profile = get_profile(cfg.risk_profile)
     cap = max_risk_per_contract(profile, cfg.risk_level, nlv)
-    signals, _ = rank_signals(cands, day, RankingConfig(top_n=cfg.top_n, max_risk_per_contract=cap,
-                                                        time_exit_dte=cfg.rulebook.time_exits()))
+    mom = strategy_momentum(closed_trades(wh, account), day)
+    signals, _ = rank_signals(cands, day, RankingConfig(
+        top_n=cfg.top_n, max_risk_per_contract=cap, time_exit_dte=cfg.rulebook.time_exits(),
+        momentum=tuple((r.strategy, float(r.momentum)) for r in mom.itertuples() if pd.notna(r.momentum))))
     rolls = roll_signals(actions, cands)
     signals = pd.concat([rolls, signals], ignore_index=True) if len(rolls) else signals
     if len(signals) and cfg.slippage:

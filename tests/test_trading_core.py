@@ -166,3 +166,28 @@ def test_ranking_leaves_out_entries_inside_the_time_exit_and_may_be_empty(candid
     empty, _ = rank_signals(candidates, DAY, everything)
     assert empty.empty
     RankedSignalsSchema.validate(empty)  # a day with no signal is a valid, empty table
+
+
+def test_strategy_momentum_weighs_the_ranking_and_drops_losing_strategies(candidates):
+    import datetime as dt
+
+    from optrader_pipelines.momentum import momentum_score, strategy_momentum
+
+    closed = pd.DataFrame({"strategy": ["iron_condor", "iron_condor", "bull_put_credit", "bear_call_credit"],
+                           "closed_date": pd.to_datetime(["2026-10-01", "2026-11-19", "2026-11-10", "2026-07-01"]),
+                           "realized_pnl": [60.0, -20.0, -50.0, 500.0], "max_loss": [200.0, 200.0, 300.0, 300.0]})
+    mom = strategy_momentum(closed, DAY).set_index("strategy")
+    assert mom.loc["iron_condor", "momentum"] == pytest.approx(40 / 400) and mom.loc["iron_condor", "trades"] == 2
+    assert mom.loc["bull_put_credit", "momentum"] < 0
+    assert "bear_call_credit" not in mom.index  # closed more than three months ago
+    # no peeking: a trade closed on the day being decided does not count
+    assert strategy_momentum(closed, dt.date(2026, 11, 19)).set_index("strategy").loc["iron_condor", "trades"] == 1
+    assert momentum_score([0.0, np.nan])[0] == 0.5 and momentum_score([np.nan])[0] == 0.5
+    cfg = RankingConfig(top_n=10, momentum=tuple(mom["momentum"].items()))
+    signals, excluded = rank_signals(candidates, DAY, cfg)
+    assert "bull_put_credit" not in set(signals["strategy"])
+    assert excluded.set_index("reason").loc["strategy momentum not positive", "count"] > 0
+    expected = 0.5 * signals["confidence"] + 0.5 * momentum_score(signals["momentum"])
+    assert np.allclose(signals["priority"], expected) and signals["priority"].is_monotonic_decreasing
+    condor = signals[signals["strategy"] == "iron_condor"]
+    assert len(condor) == 0 or "iron_condor momentum +10.0% of risk" in condor["reasons"].iloc[0]
