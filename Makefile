@@ -48,6 +48,7 @@ bench: install .bench-deps/.installed
 	.venv/bin/python benchmarks/pricing.py
 	.venv/bin/python benchmarks/daily_run.py
 	.venv/bin/python benchmarks/risk.py
+	.venv/bin/python benchmarks/backtest.py
 
 clean-data:
 	rm -rf data .dagster_home

@@ -15,6 +15,7 @@ import pandas as pd
 
 from optrader_pipelines.backtest import account_for, equity_and_trades, run_backtest
 from optrader_pipelines.performance import by_strategy, equity_plot_png, performance
+from optrader_pipelines.reports import write_backtest_report
 from resources.backtest import BacktestSettingsResource
 from resources.market import MarketResource
 from resources.settings import TradingSettingsResource
@@ -68,7 +69,8 @@ def backtest_performance(context: dg.AssetExecutionContext, market: MarketResour
                          backtest: BacktestSettingsResource, settings: TradingSettingsResource) -> dg.MaterializeResult:
     """How the backtest did over the backfilled range: equity curve, total return, CAGR, Sharpe,
     Sortino, max drawdown, Calmar, win rate, profit factor, average days in trade, 95% VaR and
-    CVaR, a per-strategy breakdown, and the equity and drawdown plot (also written as a PNG)."""
+    CVaR, a per-strategy breakdown, and the equity and drawdown plot; also written as a Markdown
+    report with the PNG beside it in the report folder."""
     days, label = _range(context)
     cfg = backtest.config(market.label)
     account = account_for(cfg.backtest_id(days[0], days[-1]))
@@ -79,16 +81,16 @@ def backtest_performance(context: dg.AssetExecutionContext, market: MarketResour
                          "materialize backtest_book for the same range first")
     m = performance(equity, trades)
     png = equity_plot_png(equity, f"backtest {label}")
-    out = Path(settings.report_dir) / f"backtest_{account.split(':')[1]}.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(png)
+    strategies = by_strategy(trades)
+    report, out = write_backtest_report(Path(settings.report_dir), account, label, market.label, m, strategies, png)
     metrics = pd.DataFrame([{"metric": k, "value": v} for k, v in m.items()])
     image = f"![equity and drawdown](data:image/png;base64,{base64.b64encode(png).decode()})"
     return dg.MaterializeResult(metadata={
         "backtest_account": account, "range": label,
         **{k: dg.MetadataValue.float(float(v)) for k, v in m.items() if k not in ("trades", "days")},
         "trades": int(m["trades"]), "days": int(m["days"]),
-        "metrics": md_table(metrics, 20), "by_strategy": md_table(by_strategy(trades), 10),
+        "metrics": md_table(metrics, 20), "by_strategy": md_table(strategies, 10),
+        "report_path": dg.MetadataValue.path(str(report)),
         "equity_plot": dg.MetadataValue.md(image), "equity_plot_path": dg.MetadataValue.path(str(out)),
     })
 

@@ -129,3 +129,28 @@ def cash_depletion(orders: pd.DataFrame, signals: pd.DataFrame, positions: pd.Da
             lines.append(f"{head} No open position earns less per dollar held than it would, or closing them "
                          "would not free enough: keep the book.")
     return lines
+
+
+def write_backtest_report(report_dir: Path, account: str, label: str, market: str, metrics: dict,
+                          strategies: pd.DataFrame, png: bytes) -> tuple[Path, Path]:
+    """The backtest's Markdown report beside its equity/drawdown PNG; returns (markdown, png) paths."""
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"backtest_{account.split(':', 1)[-1]}"
+    png_path, md_path = report_dir / f"{stem}.png", report_dir / f"{stem}.md"
+
+    def fmt(k, v):
+        if isinstance(v, float) and pd.isna(v):
+            return "n/a"
+        if k in ("total_return", "cagr", "max_drawdown", "win_rate", "var95", "cvar95"):
+            return f"{v:.2%}"
+        return f"{v:,.2f}" if isinstance(v, float) else str(v)
+
+    text = _ENV.get_template("backtest_report.md.j2").render(
+        label=label, account=account, days=metrics.get("days"), market=market, png_name=png_path.name,
+        metrics=[(k, fmt(k, v)) for k, v in metrics.items()], strategies=_records(strategies))
+    for path, data in ((png_path, png), (md_path, text.encode("utf-8"))):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return md_path, png_path

@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         v = meta[k].value
         text = "n/a" if isinstance(v, float) and math.isnan(v) else (f"{v:.4f}" if isinstance(v, float) else str(v))
         print(f"| {k} | {text} |")
+    print(f"report:      {meta['report_path'].value}")
     print(f"equity plot: {meta['equity_plot_path'].value}")
     return 0
 

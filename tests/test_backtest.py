@@ -2,6 +2,7 @@
 interrupted backtest resumed ends with the same book."""
 
 import datetime as dt
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -115,6 +116,10 @@ def test_a_backfill_of_the_backtest_group_is_one_ordered_run(tmp_path):
     assert wh.query("SELECT count(*) AS n FROM broker_orders WHERE account = 'paper'")["n"].iloc[0] == 0
     assert "sharpe" in perf and "max_drawdown" in perf and perf["days"].value == 4
     assert perf["equity_plot"].value.startswith("![equity and drawdown](data:image/png;base64,")
+    report = Path(perf["report_path"].value).read_text()
+    assert "## Metrics" in report and "| sharpe |" in report and "## By strategy" in report
+    assert (Path(perf["report_path"].value).parent / Path(perf["equity_plot_path"].value).name).read_bytes()[:4] == \
+        b"\x89PNG"
 
 
 def test_spxw_january_2018_backfills_all_21_sessions(shared_data, tmp_path):
