@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import dagster as dg
 
+    from _cli import print_failures
     from assets import BACKTEST_ASSETS
     from optrader_pipelines.definitions import defs
 
@@ -52,10 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                                 tags={"dagster/asset_partition_range_start": s,
                                       "dagster/asset_partition_range_end": e})
     if not result.success:
-        for event in result.all_events:
-            if event.is_step_failure:
-                err = event.event_specific_data.error
-                print(f"FAILED step {event.step_key}: {err.message.strip() if err else event.message}", file=sys.stderr)
+        print_failures(result)
         return 1
     meta = result.asset_materializations_for_node("backtest_performance")[0].metadata
     print(f"run {result.run_id} succeeded; account {meta['backtest_account'].value}")

@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import dagster as dg
 
+    from _cli import print_failures
     from optrader_pipelines.definitions import defs
     from optrader_pipelines.storage import Warehouse
 
@@ -43,14 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                                         run_config={"loggers": {"console": {"config": {
                                             "log_level": os.environ.get("OPTRADER_LOG_LEVEL", "INFO")}}}})
     if not result.success:
-        for event in result.all_events:
-            if event.is_step_failure:
-                err = event.event_specific_data.error
-                print(f"FAILED step {event.step_key}: {err.message.strip() if err else event.message}", file=sys.stderr)
-            if event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
-                print(f"FAILED check {event.event_specific_data.check_name} on "
-                      f"{event.event_specific_data.asset_key.to_user_string()}", file=sys.stderr)
-        print(f"run {result.run_id} failed; see it in the Dagster UI (make dev)", file=sys.stderr)
+        print_failures(result)
         return 1
     wh = Warehouse(settings.duckdb_path)
     row = wh.query("SELECT * FROM daily_report WHERE trade_date = ? AND account = ?", [day, settings.account]).iloc[0]
