@@ -34,16 +34,6 @@ def _range(context) -> tuple[list[dt.date], str]:
     return days, f"{days[0].isoformat()}...{days[-1].isoformat()}"
 
 
-class _ChainSource:
-    """The market resource as a chain source for the replay."""
-
-    def __init__(self, market: MarketResource):
-        self.market = market
-
-    def load_chain(self, day):
-        return self.market.load_chain(day)
-
-
 @dg.asset(kinds={"duckdb"}, **BACKTEST)
 def backtest_book(context: dg.AssetExecutionContext, market: MarketResource, warehouse: WarehouseResource,
                   backtest: BacktestSettingsResource) -> dg.MaterializeResult:
@@ -55,7 +45,7 @@ def backtest_book(context: dg.AssetExecutionContext, market: MarketResource, war
     idempotently and ends with the same book."""
     days, label = _range(context)
     cfg = backtest.config(market.label)
-    account, rows = run_backtest(warehouse.get(), _ChainSource(market), days, cfg, context.run_id)
+    account, rows = run_backtest(warehouse.get(), market, days, cfg, context.run_id)
     show = rows[["trade_date", "nlv", "cash", "open_positions", "orders_filled", "positions_closed", "settled"]]
     return dg.MaterializeResult(metadata={
         "backtest_account": account, "range": label, "days": len(days),

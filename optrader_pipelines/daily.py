@@ -14,7 +14,7 @@ from .broker import DEPOSIT_DATE, OrderRequest, PaperBroker
 from .management import DECISION_COLUMNS, RuleBook, evaluate_book, leg_quotes
 from .portfolio import mark_positions
 from .risk import BookState, idempotency_key
-from .storage import Warehouse, WarehouseError
+from .storage import Warehouse
 
 
 def book_history(wh: Warehouse, account: str, before: dt.date, table: str = "daily_report") -> pd.DataFrame:
