@@ -31,7 +31,7 @@ import pandas as pd
 
 from . import calendar as cal
 from .broker import DEPOSIT_DATE, PaperBroker
-from .daily import book_history, close_book, manage_positions, place_accepted, roll_signals, underlying_prices
+from .daily import book_history, close_book, manage_positions, place_accepted, roll_signals
 from .management import RuleBook, rulebook_from_json
 from .momentum import closed_trades, strategy_momentum
 from .pricing import greeks_table
@@ -79,15 +79,29 @@ def _broker(wh: Warehouse, account: str, cfg: BacktestConfig) -> PaperBroker:
     return PaperBroker(wh, account, cfg.fill_fraction, cfg.commission_per_contract, cfg.starting_cash, cfg.slippage)
 
 
+def usable_contracts(chain: pd.DataFrame, day: dt.date, max_dte: int, open_positions: pd.DataFrame) -> pd.DataFrame:
+    """The part of a day's chain the replay can use, so that it prices only that: expirations up to
+    ``max_dte`` calendar days out (no strategy opens beyond, and held positions only age) and every
+    expiration of an open position (marks, management, settlement). The daily run's
+    ``option_greeks`` still prices the whole chain."""
+    exp = pd.to_datetime(chain["expiration"])
+    keep = exp <= pd.Timestamp(day) + pd.Timedelta(days=max_dte)
+    if len(open_positions):
+        keep |= exp.isin(pd.to_datetime(open_positions["expiration"]).unique())
+    return chain[keep.to_numpy()].reset_index(drop=True)
+
+
 def replay_day(wh: Warehouse, source, day: dt.date, account: str, cfg: BacktestConfig, run_id: str = "") -> dict:
     """One day of the backtest (module docstring); returns the day's row of ``backtest_days``."""
     day = cal.require_trading_day(day)
     wh.execute_many([(DAYS_DDL, [])])
     broker = _broker(wh, account, cfg)
-    greeks = greeks_table(source.load_chain(day).chain)
-    settled = broker.settle_expirations(day, underlying_prices(greeks), run_id)
-    cands = build_candidates(greeks, StrategyConfig(fill_fraction=cfg.fill_fraction,
-                                                    commission_per_contract=cfg.commission_per_contract))
+    strategy = StrategyConfig(fill_fraction=cfg.fill_fraction, commission_per_contract=cfg.commission_per_contract)
+    chain = source.load_chain(day).chain
+    spots = chain.groupby("underlying")["underlying_price"].first().astype(float).to_dict()
+    greeks = greeks_table(usable_contracts(chain, day, strategy.max_dte, broker.open_positions(day, before_orders=True)))
+    settled = broker.settle_expirations(day, spots, run_id)
+    cands = build_candidates(greeks, strategy)
     actions = manage_positions(broker, day, greeks, cands, cfg.rulebook, run_id)
     hist = book_history(wh, account, day, "backtest_days")
     nlv = float(hist["nlv"].iloc[-1]) if len(hist) else broker.cash(DEPOSIT_DATE)

@@ -144,3 +144,17 @@ def test_spxw_january_2018_backfills_all_21_sessions(shared_data, tmp_path):
 
     with pytest.raises(ChainError, match="2018-02-01"):
         run_backtest(wh, FilesMarket(hist), [dt.date(2018, 2, 1)], BacktestConfig())
+
+
+def test_the_replay_prices_only_the_contracts_it_can_use():
+    from optrader_pipelines.backtest import usable_contracts
+
+    day = dt.date(2024, 3, 1)
+    exps = pd.to_datetime(["2024-03-01", "2024-03-15", "2024-04-30", "2024-06-21", "2024-12-20"])
+    chain = pd.DataFrame({"expiration": exps.repeat(2), "strike": [100.0, 105.0] * 5})
+    none = pd.DataFrame({"expiration": pd.Series([], dtype="datetime64[ns]")})
+    kept = usable_contracts(chain, day, 60, none)
+    assert sorted(kept["expiration"].unique()) == list(exps[:3])  # 0, 14 and 60 days out
+    held = pd.DataFrame({"expiration": [dt.date(2024, 6, 21)]})  # an open position beyond the window
+    kept = usable_contracts(chain, day, 60, held)
+    assert sorted(kept["expiration"].unique()) == list(exps[:4]) and len(kept) == 8
