@@ -13,7 +13,7 @@ from optrader_pipelines import reports
 from optrader_pipelines.daily import close_book
 from optrader_pipelines.validation import DailyReportSchema
 from optrader_pipelines.notify import Message, NotifyError
-from resources.broker import PaperBrokerResource
+from resources.broker import BrokerResource
 from resources.notifier import NotifierResource
 from resources.settings import TradingSettingsResource
 from resources.warehouse import WarehouseResource
@@ -25,7 +25,7 @@ from .market_data import COMMON
 def daily_report(context: dg.AssetExecutionContext, safety_checked_orders: pd.DataFrame,
                  ranked_signals: pd.DataFrame, position_actions: pd.DataFrame, option_greeks: pd.DataFrame,
                  settings: TradingSettingsResource, notifier: NotifierResource,
-                 broker: PaperBrokerResource, warehouse: WarehouseResource) -> dg.Output[pd.DataFrame]:
+                 broker: BrokerResource, warehouse: WarehouseResource) -> dg.Output[pd.DataFrame]:
     """The day's report, in Markdown and HTML files and in this asset's metadata: portfolio summary
     (net liquidation value, cash, positions, P&L, portfolio Greeks), the day's position-management
     decisions (closes and rolls with rule and reason), top signals with reasons, a cash-depletion

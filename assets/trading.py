@@ -27,7 +27,7 @@ from optrader_pipelines.validation import (
     SafetyCheckedOrdersSchema,
     ScoredOpportunitiesSchema,
 )
-from resources.broker import PaperBrokerResource
+from resources.broker import BrokerResource
 from resources.settings import TradingSettingsResource
 from resources.warehouse import WarehouseResource
 
@@ -36,7 +36,7 @@ from .market_data import COMMON
 
 
 @dg.asset(dagster_type=pandera_schema_to_dagster_type(ScoredOpportunitiesSchema), kinds={"pandas", "duckdb"}, **COMMON)
-def scored_opportunities(option_greeks: pd.DataFrame, broker: PaperBrokerResource) -> dg.Output[pd.DataFrame]:
+def scored_opportunities(option_greeks: pd.DataFrame, broker: BrokerResource) -> dg.Output[pd.DataFrame]:
     """Every defined-risk candidate the day's chain offers (bull put and bear call credit spreads,
     bull call and bear put debit spreads, iron condors, 14-60 days out) with its net price at the
     paper fill model, width, max profit and loss, breakevens, probability of profit, expected
@@ -56,7 +56,7 @@ def scored_opportunities(option_greeks: pd.DataFrame, broker: PaperBrokerResourc
 
 @dg.asset(dagster_type=pandera_schema_to_dagster_type(RankedSignalsSchema), kinds={"pandas", "duckdb"}, **COMMON)
 def ranked_signals(context: dg.AssetExecutionContext, scored_opportunities: pd.DataFrame,
-                   settings: TradingSettingsResource, broker: PaperBrokerResource,
+                   settings: TradingSettingsResource, broker: BrokerResource,
                    warehouse: WarehouseResource) -> dg.Output[pd.DataFrame]:
     """The day's top-N trade signals (default 4): eligible candidates (positive expected value,
     liquid enough, affordable under the risk profile, outside the management rules' time exit, of a
@@ -86,7 +86,7 @@ def ranked_signals(context: dg.AssetExecutionContext, scored_opportunities: pd.D
 @dg.asset(dagster_type=pandera_schema_to_dagster_type(PositionActionsSchema), kinds={"pandas", "duckdb"}, **COMMON)
 def position_actions(context: dg.AssetExecutionContext, option_greeks: pd.DataFrame,
                      scored_opportunities: pd.DataFrame, settings: TradingSettingsResource,
-                     broker: PaperBrokerResource) -> dg.Output[pd.DataFrame]:
+                     broker: BrokerResource) -> dg.Output[pd.DataFrame]:
     """What the desk did with each position it held at the start of the day, at the close and
     before any new trade: expirations settled, then the management rules (stop loss, profit
     target, tested short strike -> roll for a net credit or close, days-to-expiration exit; see
@@ -95,6 +95,10 @@ def position_actions(context: dg.AssetExecutionContext, option_greeks: pd.DataFr
     day never closes twice. The opening half of a roll goes to the safety checks as a signal."""
     day = dt.date.fromisoformat(context.partition_key)
     pb = broker.get()
+    synced = {}
+    if hasattr(pb, "sync_account"):  # a real broker: book the fills of routed orders, then sync balances
+        polled = pb.poll_orders(day, context.run_id)
+        synced = pb.sync_account(day) | {"orders_polled": len(polled)}
     settled = pb.settle_expirations(day, underlying_prices(option_greeks), context.run_id)
     actions = manage_positions(pb, day, option_greeks, scored_opportunities, settings.rulebook(), context.run_id)
     counts = actions["action"].value_counts().to_dict()
@@ -104,6 +108,7 @@ def position_actions(context: dg.AssetExecutionContext, option_greeks: pd.DataFr
         "settled_at_expiration": len(settled),
         "closed": int(counts.get("close", 0)), "rolled": int(counts.get("roll", 0)), "held": int(counts.get("hold", 0)),
         "already_placed": int(actions["already_placed"].sum()) if len(actions) else 0,
+        **{f"broker_{k}": v for k, v in synced.items()},
         "actions": md_table(actions[show], 30),
     })
 
@@ -112,7 +117,7 @@ def position_actions(context: dg.AssetExecutionContext, option_greeks: pd.DataFr
 def safety_checked_orders(context: dg.AssetExecutionContext, ranked_signals: pd.DataFrame,
                           position_actions: pd.DataFrame, scored_opportunities: pd.DataFrame,
                           option_greeks: pd.DataFrame, settings: TradingSettingsResource,
-                          broker: PaperBrokerResource, warehouse: WarehouseResource) -> dg.Output[pd.DataFrame]:
+                          broker: BrokerResource, warehouse: WarehouseResource) -> dg.Output[pd.DataFrame]:
     """Each signal (the opening halves of the day's rolls first, then the ranked signals) sized and
     checked against the risk profile (defined risk only, position size, open-position limit, cash
     buffer, drawdown and daily-loss halts, leverage cap, the kill switch) on the book after the

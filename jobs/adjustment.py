@@ -7,7 +7,7 @@ import pandas as pd
 from optrader_pipelines import calendar as cal
 from optrader_pipelines.adjust import adjust_position
 from optrader_pipelines.notify import Message, NotifyError
-from resources.broker import PaperBrokerResource
+from resources.broker import BrokerResource
 from resources.market import MarketResource
 from resources.notifier import NotifierResource
 from resources.settings import TradingSettingsResource
@@ -22,7 +22,7 @@ class AdjustmentConfig(dg.Config):
 
 @dg.op
 def adjust_position_op(context: dg.OpExecutionContext, config: AdjustmentConfig, market: MarketResource,
-                       broker: PaperBrokerResource, settings: TradingSettingsResource,
+                       broker: BrokerResource, settings: TradingSettingsResource,
                        notifier: NotifierResource) -> dict:
     """Close the position at the intraday quotes; for a tested credit spread, also open the roll
     target through the safety checks (the kill switch included)."""

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from optrader_pipelines.killswitch import KillSwitch
-from resources.broker import PaperBrokerResource
+from resources.broker import BrokerResource
 from resources.warehouse import WarehouseResource
 
 
@@ -14,7 +14,7 @@ class KillSwitchActionConfig(dg.Config):
 
 @dg.op
 def release_kill_switch(context: dg.OpExecutionContext, config: KillSwitchActionConfig,
-                        warehouse: WarehouseResource, broker: PaperBrokerResource) -> None:
+                        warehouse: WarehouseResource, broker: BrokerResource) -> None:
     """Release the kill switch of the configured account, recording who and why."""
     ks = KillSwitch(warehouse.get(), broker.account)
     before = ks.state()
@@ -26,7 +26,7 @@ def release_kill_switch(context: dg.OpExecutionContext, config: KillSwitchAction
 
 @dg.op
 def engage_kill_switch(context: dg.OpExecutionContext, config: KillSwitchActionConfig,
-                       warehouse: WarehouseResource, broker: PaperBrokerResource) -> None:
+                       warehouse: WarehouseResource, broker: BrokerResource) -> None:
     """Engage the kill switch by hand: no opening order until it is released."""
     ks = KillSwitch(warehouse.get(), broker.account)
     if ks.engage(config.reason, config.actor, context.run_id):

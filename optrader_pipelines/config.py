@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MARKETS = ("synthetic", "files", "tastytrade")
+BROKERS = ("paper", "tastytrade")
 RISK_PROFILES = ("small_account", "moderate")
 RISK_LEVELS = ("low", "moderate", "high")
 
@@ -40,6 +41,17 @@ def _number(name: str, default: float, cast=float, minimum: float | None = None)
     if minimum is not None and value < minimum:
         raise ConfigError(f"{name}={raw!r} must be >= {minimum}")
     return value
+
+
+def _flag(name: str, default: bool) -> bool:
+    raw = _env(name)
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (true/false)")
 
 
 def _universe(name: str) -> tuple[str, ...]:
@@ -86,6 +98,11 @@ class Settings:
     smtp_to: str = ""
     smtp_username: str = ""
     smtp_starttls: bool = False
+    broker: str = "paper"
+    tastytrade_sandbox: bool = True
+    tastytrade_dry_run: bool = True
+    tastytrade_live: bool = False
+    tastytrade_api_url: str = ""
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -115,4 +132,9 @@ class Settings:
             smtp_to=_env("OPTRADER_SMTP_TO", "") or "",
             smtp_username=_env("OPTRADER_SMTP_USERNAME", "") or "",
             smtp_starttls=_choice("OPTRADER_SMTP_STARTTLS", "0", ("0", "1")) == "1",
+            broker=_choice("OPTRADER_BROKER", "paper", BROKERS),
+            tastytrade_sandbox=_flag("OPTRADER_TASTYTRADE_SANDBOX", True),
+            tastytrade_dry_run=_flag("OPTRADER_TASTYTRADE_DRY_RUN", True),
+            tastytrade_live=_flag("OPTRADER_TASTYTRADE_LIVE", False),
+            tastytrade_api_url=_env("OPTRADER_TASTYTRADE_API_URL", "") or "",
         )

@@ -16,6 +16,9 @@ from resources import (
     NotifierResource,
     PaperBrokerResource,
     SyntheticMarketResource,
+    TastytradeBrokerResource,
+    TastytradeCredentials,
+    TastytradeMarketResource,
     TradingSettingsResource,
     WarehouseIOManager,
     WarehouseResource,
@@ -43,7 +46,38 @@ def market_resource(settings: Settings):
         if settings.history_dir is None:
             raise ConfigError("OPTRADER_MARKET=files needs OPTRADER_HISTORY_DIR (a folder of vendor CSV files)")
         return FilesMarketResource(history_dir=str(settings.history_dir), universe=list(settings.universe))
-    raise ConfigError(f"OPTRADER_MARKET={settings.market} is not available in this version: use synthetic or files")
+    if settings.market == "tastytrade":
+        if not settings.universe:
+            raise ConfigError("OPTRADER_MARKET=tastytrade needs OPTRADER_UNIVERSE (the symbols to trade)")
+        return TastytradeMarketResource(credentials=tastytrade_credentials(settings), universe=list(settings.universe))
+    raise ConfigError(f"OPTRADER_MARKET={settings.market} is not one of synthetic, files, tastytrade")
+
+
+TASTYTRADE_SECRETS = ("OPTRADER_TASTYTRADE_SECRET", "OPTRADER_TASTYTRADE_REFRESH_TOKEN", "OPTRADER_TASTYTRADE_ACCOUNT")
+
+
+def tastytrade_credentials(settings: Settings) -> TastytradeCredentials:
+    """Credentials bound through dg.EnvVar (resolved at run time, never shown in the UI)."""
+    import os
+
+    missing = [v for v in TASTYTRADE_SECRETS if not os.environ.get(v)]
+    if missing:
+        raise ConfigError(f"tastytrade needs {', '.join(missing)} (see README: tastytrade)")
+    return TastytradeCredentials(
+        provider_secret=dg.EnvVar("OPTRADER_TASTYTRADE_SECRET"), refresh_token=dg.EnvVar("OPTRADER_TASTYTRADE_REFRESH_TOKEN"),
+        account_number=dg.EnvVar("OPTRADER_TASTYTRADE_ACCOUNT"), sandbox=settings.tastytrade_sandbox,
+        dry_run=settings.tastytrade_dry_run, live=settings.tastytrade_live,
+        confirm_live=os.environ.get("OPTRADER_TASTYTRADE_CONFIRM_LIVE", ""), api_url=settings.tastytrade_api_url)
+
+
+def broker_resource(settings: Settings):
+    db = str(settings.duckdb_path)
+    if settings.broker == "tastytrade":
+        return TastytradeBrokerResource(duckdb_path=db, credentials=tastytrade_credentials(settings),
+                                        fill_fraction=settings.fill_fraction)
+    return PaperBrokerResource(duckdb_path=db, account=settings.account, fill_fraction=settings.fill_fraction,
+                               commission_per_contract=settings.commission_per_contract,
+                               starting_cash=settings.starting_cash)
 
 
 def notifier_resource(settings: Settings) -> NotifierResource:
@@ -71,9 +105,7 @@ def build_resources(settings: Settings) -> dict:
         "market": market,
         "warehouse": WarehouseResource(duckdb_path=db),
         "warehouse_io_manager": WarehouseIOManager(duckdb_path=db),
-        "broker": PaperBrokerResource(duckdb_path=db, account=settings.account, fill_fraction=settings.fill_fraction,
-                                      commission_per_contract=settings.commission_per_contract,
-                                      starting_cash=settings.starting_cash),
+        "broker": broker_resource(settings),
         "notifier": notifier_resource(settings),
         "backtest": BacktestSettingsResource(fill_fraction=settings.fill_fraction,
                                              commission_per_contract=settings.commission_per_contract,

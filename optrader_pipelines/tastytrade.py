@@ -471,12 +471,16 @@ class TastytradeBroker(PaperBroker):
         done = self._existing(order.idempotency_key)
         if done is not None:
             return done
+        return self._send(order)
+
+    def _send(self, order: OrderRequest, action: str = "open", position_id: str | None = None, closing: bool = False,
+              why: str = "") -> OrderResult:
         oid = order_id_for(order.idempotency_key)
         legs_json = json.dumps([{k: leg[k] for k in ("option_symbol", "expiration", "strike", "option_type", "side")}
                                 for leg in order.legs], sort_keys=True)
-        base = [oid, order.idempotency_key, order.account, order.trade_date, oid, "open", order.strategy,
+        base = [oid, order.idempotency_key, order.account, order.trade_date, position_id or oid, action, order.strategy,
                 order.underlying, order.expiration, legs_json, int(order.quantity), float(order.limit_price)]
-        sdk = sdk_order(order)
+        sdk = sdk_order(order, closing=closing)
         mode = self.mode
         try:
             if mode == "dry_run":
@@ -491,11 +495,39 @@ class TastytradeBroker(PaperBroker):
             return OrderResult(oid, "rejected", None, 0.0, 0.0, reason)
         bpe = getattr(resp, "buying_power_effect", None) if resp is not None else None
         fees = getattr(resp, "fee_calculation", None) if resp is not None else None
-        text = (f"{mode}: {status} at {order.limit_price:.2f} {order.direction}"
+        text = (f"{mode}: {status} {action} at {order.limit_price:.2f} {order.direction}" + (f" ({why})" if why else "")
                 + (f"; buying power {float(bpe.change_in_buying_power):+.2f} ({bpe.effect.value})" if bpe else ""))
         self._record(base, oid, order.idempotency_key, mode, getattr(placed, "id", None), status, (bpe, fees, resp),
                      text, order.run_id)
         return OrderResult(oid, status, None, 0.0, 0.0, text)
+
+    def close_position(self, position_id: str, day: dt.date, quotes: dict[tuple, tuple[float, float]], reason: str,
+                       idempotency_key: str, run_id: str = "") -> OrderResult:
+        """A closing order for a booked position through tastytrade, limit at the paper fill model
+        of the day's quotes: a dry run records it and changes nothing; a real order is routed and
+        the position is closed in the book when :meth:`poll_orders` sees it filled."""
+        done = self._existing(idempotency_key)
+        if done is not None:
+            return done
+        pos = self.wh.query("SELECT * FROM positions WHERE position_id = ? AND account = ?", [position_id, self.account])
+        if pos.empty:
+            raise ValueError(f"position {position_id!r} not found in account {self.account!r}")
+        p = pos.iloc[0]
+        legs = []
+        for leg in json.loads(p["legs"]):
+            key = (leg["expiration"], float(leg["strike"]), leg["option_type"])
+            if key not in quotes:
+                raise ValueError(f"no quote for leg {key} of position {position_id!r} on {day.isoformat()}")
+            legs.append(dict(leg, bid=float(quotes[key][0]), ask=float(quotes[key][1])))
+        direction = "debit" if float(p["entry_price"]) > 0 else "credit"
+        closing = [dict(leg, side=-int(leg["side"])) for leg in legs]
+        from .broker import modelled_fill
+
+        _, _, fill = modelled_fill(closing, direction, self.fill_fraction)
+        req = OrderRequest(idempotency_key, self.account, day, p["strategy"], p["underlying"],
+                           pd.Timestamp(p["expiration"]).date(), p["settlement"], direction, closing,
+                           int(p["quantity"]), round(max(fill, 0.0), 2), run_id)
+        return self._send(req, action="close", position_id=position_id, closing=True, why=reason)
 
     def _record(self, base, oid, key, mode, broker_id, status, detail, reason, run_id) -> None:
         now = pd.Timestamp.now(tz="UTC").tz_localize(None)
@@ -549,6 +581,20 @@ class TastytradeBroker(PaperBroker):
             [0.0] + [leg["strike"] for leg in legs] + [1e12])))) * 100
         collateral = collateral_per_spread(legs) * qty if direction == "credit" else 0.0
         text = f"filled {qty} at {price:.2f} ({direction}) on tastytrade, {len(fills)} fills"
+        if r.action == "close":
+            pos = self.wh.query("SELECT entry_price FROM positions WHERE position_id = ?", [r.position_id])
+            pnl = round(float(pos["entry_price"].iloc[0]) * 100 * qty + premium, 2) if len(pos) else None
+            self.wh.execute_many([
+                ("UPDATE broker_orders SET status = 'filled', fill_price = ?, commission = ?, cash_flow = ?, reason = ? "
+                 "WHERE order_id = ? AND status = 'routed'", [price, fees, premium - fees, text, r.order_id]),
+                ("UPDATE tastytrade_orders SET status = 'filled', updated_at = now() WHERE order_id = ?", [r.order_id]),
+                ("UPDATE positions SET closed_date = ?, exit_price = ?, realized_pnl = ?, close_reason = ? "
+                 "WHERE position_id = ? AND closed_date IS NULL", [day, sign * price, pnl, "closed on tastytrade",
+                                                                   r.position_id]),
+                ("INSERT INTO cash_ledger VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                 [f"{r.order_id}:close", self.account, day, premium, "close", r.order_id, run_id]),
+            ])
+            return
         self.wh.execute_many([
             ("UPDATE broker_orders SET status = 'filled', fill_price = ?, commission = ?, cash_flow = ?, reason = ? "
              "WHERE order_id = ? AND status = 'routed'", [price, fees, premium - fees, text, r.order_id]),

@@ -119,7 +119,8 @@ PositionActionsSchema = pa.DataFrameSchema(
         "position_id": pa.Column(str, unique=True),
         "action": pa.Column(str, pa.Check.isin(["hold", "close", "roll"])),
         "reason": pa.Column(str, pa.Check.str_length(min_value=1)),
-        "order_status": pa.Column(str, pa.Check.isin(["none", "filled", "not sent"])),
+        # dry_run / routed / rejected: a real broker's answers (a dry run, a live order awaiting its fill)
+        "order_status": pa.Column(str, pa.Check.isin(["none", "filled", "not sent", "dry_run", "routed", "rejected"])),
     },
     checks=[
         pa.Check(lambda df: (df["action"] != "hold") | (df["order_status"] == "none"), name="hold_sends_nothing"),
@@ -135,7 +136,7 @@ SafetyCheckedOrdersSchema = pa.DataFrameSchema(
         "reason": pa.Column(str, pa.Check.str_length(min_value=1)),
         "quantity": pa.Column(int, pa.Check.ge(0), coerce=True),
         "idempotency_key": pa.Column(str, unique=True),
-        "order_status": pa.Column(str, pa.Check.isin(["filled", "unfilled", "rejected", "not sent"])),
+        "order_status": pa.Column(str, pa.Check.isin(["filled", "unfilled", "rejected", "not sent", "dry_run", "routed"])),
     },
     checks=[
         pa.Check(lambda df: (df["status"] != "accepted") | (df["quantity"] >= 1), name="accepted_has_quantity"),

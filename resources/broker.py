@@ -1,23 +1,96 @@
-"""Broker resources. The paper broker is the default; live brokers come with their own issue."""
+"""Broker resources: the internal paper broker (default) and tastytrade through its SDK."""
 
 from __future__ import annotations
 
+import logging
+from abc import abstractmethod
+
 import dagster as dg
+from pydantic import PrivateAttr
 
 from optrader_pipelines.broker import PaperBroker
 from optrader_pipelines.storage import Warehouse
 
+log = logging.getLogger(__name__)
 
-class PaperBrokerResource(dg.ConfigurableResource):
+
+class BrokerResource(dg.ConfigurableResource):
+    """Where orders go; ``get()`` returns the domain broker (the book lives in the warehouse)."""
+
+    duckdb_path: str = "data/optrader.duckdb"
+    fill_fraction: float = 0.5
+    commission_per_contract: float = 0.65
+
+    # ``account``: the book's account name (a field of the paper broker, derived for tastytrade)
+
+    @abstractmethod
+    def get(self) -> PaperBroker: ...
+
+
+class PaperBrokerResource(BrokerResource):
     """Internal paper broker: fills between mid and the touch, commission per contract, a ledger
     of orders, positions and cash in the warehouse, settlement at expiration."""
 
-    duckdb_path: str = "data/optrader.duckdb"
     account: str = "paper"
-    fill_fraction: float = 0.5
-    commission_per_contract: float = 0.65
     starting_cash: float = 5_000.0
 
     def get(self) -> PaperBroker:
         return PaperBroker(Warehouse(self.duckdb_path), self.account, self.fill_fraction,
                            self.commission_per_contract, self.starting_cash)
+
+
+class TastytradeCredentials(dg.ConfigurableResource):
+    """tastytrade OAuth credentials and connection settings. Bind the secrets with ``dg.EnvVar``:
+    Dagster shows the variable's name, never its value."""
+
+    provider_secret: str
+    refresh_token: str
+    account_number: str
+    sandbox: bool = True
+    dry_run: bool = True
+    live: bool = False
+    confirm_live: str = ""
+    api_url: str = ""
+    timeout_s: float = 10.0
+    orders_per_minute: int = 60
+    breaker_threshold: int = 5
+
+    def config(self):
+        from optrader_pipelines.tastytrade import TastytradeConfig
+
+        return TastytradeConfig(provider_secret=self.provider_secret, refresh_token=self.refresh_token,
+                                account_number=self.account_number, sandbox=self.sandbox, dry_run=self.dry_run,
+                                live=self.live, confirm_live=self.confirm_live, api_url=self.api_url,
+                                timeout_s=self.timeout_s, orders_per_minute=self.orders_per_minute,
+                                breaker_threshold=self.breaker_threshold)
+
+    def client(self):
+        from optrader_pipelines.tastytrade import TastytradeClient
+
+        return TastytradeClient(self.config(), alert=lambda text: log.error("ALERT: %s", text))
+
+
+class TastytradeBrokerResource(BrokerResource):
+    """Orders through tastytrade (dry run by default; sandbox or, behind the live guard, production);
+    the book is kept in the warehouse under ``tastytrade:<account number>``."""
+
+    credentials: TastytradeCredentials
+    commission_per_contract: float = 1.0
+    _broker = PrivateAttr(default=None)
+
+    @property
+    def account(self) -> str:
+        return f"tastytrade:{self.credentials.account_number}"
+
+    def get(self):
+        from optrader_pipelines.tastytrade import TastytradeBroker
+
+        if self._broker is None:
+            self._broker = TastytradeBroker(Warehouse(self.duckdb_path), self.credentials.client(),
+                                            self.commission_per_contract)
+        return self._broker
+
+    def teardown_after_execution(self, context) -> None:
+        if self._broker is not None:
+            self._broker.client.close()
+            self._broker = None

@@ -11,6 +11,8 @@ from optrader_pipelines.market import ChainLoad
 from optrader_pipelines.market.files import FilesMarket
 from optrader_pipelines.market.synthetic import SyntheticMarket
 
+from .broker import TastytradeCredentials
+
 
 class MarketResource(dg.ConfigurableResource):
     """Where the day's option chains come from."""
@@ -59,3 +61,28 @@ class FilesMarketResource(MarketResource):
     @property
     def label(self) -> str:
         return f"files ({self.history_dir})"
+
+
+class TastytradeMarketResource(MarketResource):
+    """Live chains and quotes from tastytrade (nested chains, market-data endpoint); the Greeks are
+    still ours. Live data only: backtests use the files market."""
+
+    credentials: TastytradeCredentials
+    universe: list[str] = []
+    risk_free_rate: float = 0.04
+    max_dte: int = 70
+    strikes_per_side: int = 10
+
+    def load_chain(self, day: dt.date) -> ChainLoad:
+        from optrader_pipelines.tastytrade import TastytradeMarket
+
+        client = self.credentials.client()
+        try:
+            return TastytradeMarket(client, tuple(self.universe), self.risk_free_rate, self.max_dte,
+                                    self.strikes_per_side).load_chain(day)
+        finally:
+            client.close()
+
+    @property
+    def label(self) -> str:
+        return f"tastytrade ({'sandbox' if self.credentials.sandbox else 'production'})"

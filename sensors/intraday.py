@@ -14,7 +14,7 @@ from optrader_pipelines.broker import DEPOSIT_DATE
 from optrader_pipelines.intraday import RiskLimits, legs_table, risk_snapshot
 from optrader_pipelines.killswitch import KillSwitch
 from optrader_pipelines.notify import Message, NotifyError
-from resources.broker import PaperBrokerResource
+from resources.broker import BrokerResource
 from resources.market import MarketResource
 from resources.notifier import NotifierResource
 from resources.settings import TradingSettingsResource
@@ -54,7 +54,7 @@ def session_state(at: pd.Timestamp) -> str | None:
     return None
 
 
-def take_snapshot(at: pd.Timestamp, market: MarketResource, broker: PaperBrokerResource,
+def take_snapshot(at: pd.Timestamp, market: MarketResource, broker: BrokerResource,
                   warehouse: WarehouseResource, settings: TradingSettingsResource) -> dict:
     """Marks the open book at ``at`` and records the snapshot (idempotent per minute)."""
     source = market.intraday()
@@ -97,7 +97,7 @@ def take_snapshot(at: pd.Timestamp, market: MarketResource, broker: PaperBrokerR
                        "(P&L, drawdown, Greeks, VaR, buying power) and, on a limit breach, engages the kill "
                        "switch and alerts.")
 def intraday_risk_sensor(context: dg.SensorEvaluationContext, market: MarketResource,
-                         broker: PaperBrokerResource, warehouse: WarehouseResource,
+                         broker: BrokerResource, warehouse: WarehouseResource,
                          notifier: NotifierResource, settings: TradingSettingsResource):
     at = now_ny()
     reason = session_state(at)
@@ -130,7 +130,7 @@ def intraday_risk_sensor(context: dg.SensorEvaluationContext, market: MarketReso
            description="Every N minutes (default 5) of regular NYSE hours: the management rules on intraday marks; one "
                        "position_adjustment_job run per position to close or roll, keyed by (position, rule, day).")
 def position_adjustment_sensor(context: dg.SensorEvaluationContext, market: MarketResource,
-                               broker: PaperBrokerResource, settings: TradingSettingsResource):
+                               broker: BrokerResource, settings: TradingSettingsResource):
     at = now_ny()
     reason = session_state(at)
     if reason:

@@ -42,8 +42,9 @@ class FakeTastytrade:
     for matching requests: an int (that HTTP status with an error body), ``"timeout"`` (handle the
     request, then hold the response past the client's timeout) or ``"malformed"`` (200, not JSON)."""
 
-    def __init__(self, spot: float = 100.0, timeout_delay: float = 1.5):
+    def __init__(self, spot: float = 100.0, timeout_delay: float = 1.5, today: dt.date | None = None):
         self.spot = spot
+        self.today = today or dt.date.fromisoformat(NOW[:10])
         self.timeout_delay = timeout_delay
         self.cash = 25_000.0
         self.tokens: set[str] = set()
@@ -185,7 +186,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "malformed":
             return self._send(200, raw=b"<html>502 upstream</html>")
         delay = fake.timeout_delay if fault == "timeout" else 0.0
-        today = dt.date.fromisoformat(NOW[:10])
+        today = fake.today
 
         if path == "/oauth/token":
             if body.get("client_secret") != SECRET or body.get("refresh_token") != REFRESH:

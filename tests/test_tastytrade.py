@@ -190,3 +190,43 @@ def test_rate_limit_spaces_orders_to_the_limit_per_minute():
     for _ in range(7):
         limiter.acquire()
     assert t[0] == pytest.approx(120.0)  # orders 4-6 wait for the first minute, 7 for the second
+
+
+def test_daily_graph_end_to_end_with_tastytrade_as_market_and_broker(tmp_path, monkeypatch, caplog):
+    import dagster as dg
+
+    from assets import DAILY_ASSETS, DAILY_CHECKS
+    from optrader_pipelines import calendar as cal
+    from optrader_pipelines.config import Settings
+    from optrader_pipelines.definitions import build_resources
+
+    caplog.set_level(logging.DEBUG)
+    day = cal.latest_completed_trading_day()
+    fake = FakeTastytrade(today=day)
+    with FakeServer(fake) as server:
+        monkeypatch.setenv("OPTRADER_TASTYTRADE_SECRET", SECRET)
+        monkeypatch.setenv("OPTRADER_TASTYTRADE_REFRESH_TOKEN", REFRESH)
+        monkeypatch.setenv("OPTRADER_TASTYTRADE_ACCOUNT", ACCOUNT)
+        settings = Settings(duckdb_path=tmp_path / "w.duckdb", report_dir=tmp_path / "reports", universe=("XYZ",),
+                            market="tastytrade", broker="tastytrade", tastytrade_api_url=server.url)
+        res = build_resources(settings)
+        assert res["market"].label == "tastytrade (sandbox)"
+        for _ in range(2):  # the second run of the day sends nothing new
+            result = dg.materialize([*DAILY_ASSETS, *DAILY_CHECKS], partition_key=day.isoformat(), resources=res)
+            assert result.success
+        wh = Warehouse(tmp_path / "w.duckdb")
+        chains = wh.query("SELECT * FROM option_chains")
+        assert set(chains["source"]) == {"tastytrade"} and len(chains) > 50
+        greeks = wh.query("SELECT iv, delta FROM option_greeks WHERE iv_status = 'ok'")
+        assert len(greeks) > 50 and greeks["iv"].between(0.05, 2).all()  # our engine's IV on the fake's quotes
+        orders = wh.query("SELECT * FROM broker_orders")
+        tt = wh.query("SELECT * FROM tastytrade_orders")
+        assert len(orders) >= 1 and set(orders["status"]) == {"dry_run"} and set(orders["account"]) == {f"tastytrade:{ACCOUNT}"}
+        assert len(tt) == len(orders) and (tt["buying_power_change"] == -310.0).all()
+        assert fake.count("POST", r"/orders/dry-run$") == len(orders) and fake.count("POST", r"/orders$") == 0
+        assert wh.query("SELECT cash_balance FROM tastytrade_balances")["cash_balance"].tolist() == [25_000.0]
+        dump = "".join(wh.query(f"SELECT * FROM {t}").to_csv() for t in
+                       ("broker_orders", "tastytrade_orders", "tastytrade_balances", "daily_report"))
+        events = "".join(str(e) for e in result.all_events)
+    for text in (caplog.text, dump, events):
+        assert SECRET not in text and REFRESH not in text
