@@ -140,15 +140,22 @@ class PaperBroker(Broker):
                              [self.account, trade_date])
 
     # -- writes ------------------------------------------------------------------------------
+    def _existing(self, key: str) -> OrderResult | None:
+        """The recorded result of the order with idempotency key ``key``, if one was placed."""
+        existing = self.wh.query("SELECT * FROM broker_orders WHERE idempotency_key = ?", [key])
+        if not len(existing):
+            return None
+        e = existing.iloc[0]
+        return OrderResult(e["order_id"], e["status"], None if pd.isna(e["fill_price"]) else float(e["fill_price"]),
+                           float(e["commission"] or 0.0), float(e["cash_flow"] or 0.0), e["reason"] or "",
+                           already_placed=True)
+
     def place_order(self, order: OrderRequest) -> OrderResult:
         if order.account != self.account:
             raise ValueError(f"order for account {order.account!r} sent to paper account {self.account!r}")
-        existing = self.wh.query("SELECT * FROM broker_orders WHERE idempotency_key = ?", [order.idempotency_key])
-        if len(existing):
-            e = existing.iloc[0]
-            return OrderResult(e["order_id"], e["status"], None if pd.isna(e["fill_price"]) else float(e["fill_price"]),
-                               float(e["commission"] or 0.0), float(e["cash_flow"] or 0.0), e["reason"] or "",
-                               already_placed=True)
+        done = self._existing(order.idempotency_key)
+        if done is not None:
+            return done
         oid = order_id_for(order.idempotency_key)
         now = pd.Timestamp.now(tz="UTC").tz_localize(None)
         legs_json = json.dumps([{k: leg[k] for k in ("option_symbol", "expiration", "strike", "option_type", "side")}
@@ -196,12 +203,9 @@ class PaperBroker(Broker):
         written in one transaction. Realized P&L excludes commissions, as at settlement; the
         position's ``exit_price`` is per share received (+) or paid (-) to close, as the settlement
         value is."""
-        existing = self.wh.query("SELECT * FROM broker_orders WHERE idempotency_key = ?", [idempotency_key])
-        if len(existing):
-            e = existing.iloc[0]
-            return OrderResult(e["order_id"], e["status"], None if pd.isna(e["fill_price"]) else float(e["fill_price"]),
-                               float(e["commission"] or 0.0), float(e["cash_flow"] or 0.0), e["reason"] or "",
-                               already_placed=True)
+        done = self._existing(idempotency_key)
+        if done is not None:
+            return done
         pos = self.wh.query("SELECT * FROM positions WHERE position_id = ? AND account = ?", [position_id, self.account])
         if pos.empty:
             raise ValueError(f"position {position_id!r} not found in paper account {self.account!r}")

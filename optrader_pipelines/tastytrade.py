@@ -456,15 +456,6 @@ class TastytradeBroker(PaperBroker):
         return super().cash(as_of, before_orders)
 
     # -- orders --------------------------------------------------------------------------------
-    def _existing(self, key: str) -> OrderResult | None:
-        existing = self.wh.query("SELECT * FROM broker_orders WHERE idempotency_key = ?", [key])
-        if not len(existing):
-            return None
-        e = existing.iloc[0]
-        return OrderResult(e["order_id"], e["status"], None if pd.isna(e["fill_price"]) else float(e["fill_price"]),
-                           float(e["commission"] or 0.0), float(e["cash_flow"] or 0.0), e["reason"] or "",
-                           already_placed=True)
-
     def place_order(self, order: OrderRequest) -> OrderResult:
         if order.account != self.account:
             raise ValueError(f"order for account {order.account!r} sent to tastytrade account {self.account!r}")
