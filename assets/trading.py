@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 from dagster_pandera import pandera_schema_to_dagster_type
 
+from optrader_pipelines import audit
 from optrader_pipelines.broker import DEPOSIT_DATE
 from optrader_pipelines.daily import (
     book_history,
@@ -126,6 +127,11 @@ def safety_checked_orders(context: dg.AssetExecutionContext, ranked_signals: pd.
     signal), so re-materializing a day never places an order twice. Rejections carry their reason."""
     day = dt.date.fromisoformat(context.partition_key)
     pb = broker.get()
+    config_changed = audit.record_config(warehouse.get(), pb.account, {
+        "market": settings.market_label, "broker": pb.name, "broker_mode": getattr(pb, "mode", "paper"),
+        "risk_profile": settings.risk_profile, "risk_level": settings.risk_level, "top_n": settings.top_n,
+        "management_rules": settings.management_rules or "default", "fill_fraction": broker.fill_fraction,
+        "commission_per_contract": broker.commission_per_contract}, context.run_id)
     switch = KillSwitch(warehouse.get(), pb.account).state()
     book, _, summary = close_book(pb, warehouse.get(), day, option_greeks, before_orders=True,
                                   kill_switch=switch.engaged, kill_switch_reason=switch.describe())
@@ -143,6 +149,7 @@ def safety_checked_orders(context: dg.AssetExecutionContext, ranked_signals: pd.
         "filled": int((orders["order_status"] == "filled").sum()),
         "already_placed": int(orders["already_placed"].sum()),
         "kill_switch": switch.describe(),
+        "config_changed": config_changed,
         "rolls_opened": int(((orders["rank"] == 0) & (orders["order_status"] == "filled")).sum()),
         "nlv_before_orders": summary["nlv"],
         "orders": md_table(orders[show], 20),

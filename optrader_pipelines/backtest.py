@@ -40,16 +40,6 @@ from .signals import RankingConfig, rank_signals
 from .storage import Warehouse
 from .strategies import StrategyConfig, build_candidates
 
-DAYS_DDL = """CREATE TABLE IF NOT EXISTS backtest_days (
-    account VARCHAR NOT NULL,
-    trade_date DATE NOT NULL,
-    nlv DOUBLE NOT NULL, cash DOUBLE NOT NULL, positions_value DOUBLE NOT NULL, open_positions INTEGER NOT NULL,
-    realized_pnl DOUBLE NOT NULL, orders_filled INTEGER NOT NULL, positions_closed INTEGER NOT NULL,
-    settled INTEGER NOT NULL, run_id VARCHAR,
-    PRIMARY KEY (account, trade_date)
-)"""
-
-
 @dataclass(frozen=True)
 class BacktestConfig:
     starting_cash: float = 5_000.0
@@ -94,7 +84,7 @@ def usable_contracts(chain: pd.DataFrame, day: dt.date, max_dte: int, open_posit
 def replay_day(wh: Warehouse, source, day: dt.date, account: str, cfg: BacktestConfig, run_id: str = "") -> dict:
     """One day of the backtest (module docstring); returns the day's row of ``backtest_days``."""
     day = cal.require_trading_day(day)
-    wh.execute_many([(DAYS_DDL, [])])
+    wh.ensure_ledger()
     broker = _broker(wh, account, cfg)
     strategy = StrategyConfig(fill_fraction=cfg.fill_fraction, commission_per_contract=cfg.commission_per_contract)
     chain = source.load_chain(day).chain
@@ -142,9 +132,9 @@ def reset_account(wh: Warehouse, account: str) -> None:
     if not account.startswith("backtest:"):
         raise ValueError(f"refusing to reset {account!r}: only backtest accounts are reset")
     wh.ensure_ledger()
-    wh.execute_many([(DAYS_DDL, [])] + [(f"DELETE FROM {t} WHERE account = ?", [account]) for t in
-                                        ("broker_orders", "positions", "cash_ledger", "kill_switch_events",
-                                         "risk_snapshots", "backtest_days")])
+    wh.execute_many([(f"DELETE FROM {t} WHERE account = ?", [account]) for t in
+                     ("broker_orders", "positions", "cash_ledger", "kill_switch_events", "risk_snapshots",
+                      "backtest_days")])
 
 
 def run_backtest(wh: Warehouse, source, days: list[dt.date], cfg: BacktestConfig, run_id: str = "",

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from . import audit
 from .risk import collateral_per_spread, expiry_pnl_per_share, max_loss_per_spread
 from .storage import Warehouse
 
@@ -150,6 +151,12 @@ class PaperBroker(Broker):
                            float(e["commission"] or 0.0), float(e["cash_flow"] or 0.0), e["reason"] or "",
                            already_placed=True)
 
+    def _audit_details(self, order: OrderRequest, reason: str, fill_price: float | None = None, **extra) -> dict:
+        return {"broker": self.name, "action": "open", "idempotency_key": order.idempotency_key,
+                "trade_date": order.trade_date, "underlying": order.underlying, "strategy": order.strategy,
+                "expiration": order.expiration, "direction": order.direction, "quantity": int(order.quantity),
+                "limit_price": float(order.limit_price), "fill_price": fill_price, "reason": reason, **extra}
+
     def place_order(self, order: OrderRequest) -> OrderResult:
         if order.account != self.account:
             raise ValueError(f"order for account {order.account!r} sent to paper account {self.account!r}")
@@ -171,7 +178,8 @@ class PaperBroker(Broker):
             status = "rejected" if order.quantity < 1 else "unfilled"
             self.wh.execute_many([(
                 "INSERT INTO broker_orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?,NULL,0,0,?,?,?,?) ON CONFLICT DO NOTHING",
-                base + [status, reason, now, order.run_id])])
+                base + [status, reason, now, order.run_id])] + audit.order_entry(
+                order.account, oid, status, self._audit_details(order, reason), order.run_id))
             return OrderResult(oid, status, None, 0.0, 0.0, reason)
         price = float(order.limit_price)
         commission = round(self.commission_per_contract * len(order.legs) * order.quantity, 2)
@@ -192,6 +200,7 @@ class PaperBroker(Broker):
              [f"{oid}:premium", order.account, order.trade_date, premium, "premium", oid, order.run_id]),
             ("INSERT INTO cash_ledger VALUES (?,?,?,?,?,?,?)",
              [f"{oid}:commission", order.account, order.trade_date, -commission, "commission", oid, order.run_id]),
+            *audit.order_entry(order.account, oid, "filled", self._audit_details(order, reason, price), order.run_id),
         ])
         return OrderResult(oid, "filled", price, commission, premium - commission, reason)
 
@@ -245,6 +254,10 @@ class PaperBroker(Broker):
              [f"{oid}:close", self.account, day, premium, "close", oid, run_id]),
             ("INSERT INTO cash_ledger VALUES (?,?,?,?,?,?,?)",
              [f"{oid}:close-commission", self.account, day, -commission, "close_commission", oid, run_id]),
+            *audit.order_entry(self.account, oid, "filled", {
+                "broker": self.name, "action": "close", "position_id": position_id, "trade_date": day,
+                "underlying": p["underlying"], "strategy": p["strategy"], "quantity": qty, "fill_price": price,
+                "direction": direction, "reason": reason}, run_id),
         ])
         return OrderResult(oid, "filled", price, commission, premium - commission, text)
 

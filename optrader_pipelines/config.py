@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 MARKETS = ("synthetic", "files", "tastytrade")
@@ -75,11 +75,22 @@ def _management_rules(name: str) -> str:
     return raw
 
 
+def _warehouse_url(name: str) -> str:
+    from .storage import is_postgres_url, redact_url
+
+    raw = _env(name, "") or ""
+    if raw and not is_postgres_url(raw):
+        raise ConfigError(f"{name}={redact_url(raw)!r} is not a postgresql:// URL "
+                          "(leave it unset for the embedded DuckDB warehouse, OPTRADER_DUCKDB_PATH)")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     market: str = "synthetic"
     history_dir: Path | None = None
     duckdb_path: Path = Path("data/optrader.duckdb")
+    warehouse_url: str = field(default="", repr=False)  # may hold a password: never shown
     report_dir: Path = Path("data/reports")
     risk_profile: str = "small_account"
     risk_level: str = "moderate"
@@ -104,6 +115,12 @@ class Settings:
     tastytrade_live: bool = False
     tastytrade_api_url: str = ""
 
+    @property
+    def warehouse_target(self) -> str:
+        """What :class:`~optrader_pipelines.storage.Warehouse` opens: the Postgres URL when set,
+        else the DuckDB file."""
+        return self.warehouse_url or str(self.duckdb_path)
+
     @classmethod
     def from_env(cls) -> "Settings":
         history = _env("OPTRADER_HISTORY_DIR")
@@ -114,6 +131,7 @@ class Settings:
             market=_choice("OPTRADER_MARKET", "synthetic", MARKETS),
             history_dir=Path(history) if history else None,
             duckdb_path=Path(_env("OPTRADER_DUCKDB_PATH", "data/optrader.duckdb")),
+            warehouse_url=_warehouse_url("OPTRADER_WAREHOUSE_URL"),
             report_dir=Path(_env("OPTRADER_REPORT_DIR", "data/reports")),
             risk_profile=_choice("OPTRADER_RISK_PROFILE", "small_account", RISK_PROFILES),
             risk_level=_choice("OPTRADER_RISK_LEVEL", "moderate", RISK_LEVELS),

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from . import audit
 from . import calendar as cal
 from .broker import DEPOSIT_DATE, OrderRequest, PaperBroker
 from .management import DECISION_COLUMNS, RuleBook, evaluate_book, leg_quotes
@@ -67,6 +68,14 @@ def place_accepted(decisions: pd.DataFrame, broker: PaperBroker, greeks: pd.Data
     out["commission"] = 0.0
     out["cash_flow"] = 0.0
     out["already_placed"] = False
+    rejected = [stmt for d in out[out["status"] == "rejected"].itertuples(index=False) for stmt in audit.entry(
+        "order_rejected", broker.account, d.idempotency_key,
+        {"by": "safety checks", "trade_date": day, "underlying": d.underlying, "strategy": d.strategy,
+         "quantity": None if pd.isna(d.quantity) else int(d.quantity),
+         "limit_price": None if pd.isna(d.limit_price) else float(d.limit_price), "reason": d.reason}, run_id, "risk checks",
+        key=f"order_rejected|{broker.account}|{d.idempotency_key}|{d.reason}")]
+    if rejected:
+        broker.wh.execute_many(rejected)
     for i, d in out[out["status"] == "accepted"].iterrows():
         legs = json.loads(d["legs"])
         for leg in legs:

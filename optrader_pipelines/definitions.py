@@ -70,12 +70,26 @@ def tastytrade_credentials(settings: Settings) -> TastytradeCredentials:
         confirm_live=os.environ.get("OPTRADER_TASTYTRADE_CONFIRM_LIVE", ""), api_url=settings.tastytrade_api_url)
 
 
+def warehouse_config(settings: Settings) -> dict:
+    """Where the warehouse is, for every resource that opens it: the DuckDB file, and the Postgres
+    URL through dg.EnvVar when OPTRADER_WAREHOUSE_URL is set (its password never reaches the UI)."""
+    cfg = {"duckdb_path": str(settings.duckdb_path)}
+    if settings.warehouse_url:
+        import os
+
+        if os.environ.get("OPTRADER_WAREHOUSE_URL", "").strip() == settings.warehouse_url:
+            cfg["warehouse_url"] = dg.EnvVar("OPTRADER_WAREHOUSE_URL")
+        else:  # settings built in code (tests): the value itself
+            cfg["warehouse_url"] = settings.warehouse_url
+    return cfg
+
+
 def broker_resource(settings: Settings):
-    db = str(settings.duckdb_path)
+    wh = warehouse_config(settings)
     if settings.broker == "tastytrade":
-        return TastytradeBrokerResource(duckdb_path=db, credentials=tastytrade_credentials(settings),
+        return TastytradeBrokerResource(**wh, credentials=tastytrade_credentials(settings),
                                         fill_fraction=settings.fill_fraction)
-    return PaperBrokerResource(duckdb_path=db, account=settings.account, fill_fraction=settings.fill_fraction,
+    return PaperBrokerResource(**wh, account=settings.account, fill_fraction=settings.fill_fraction,
                                commission_per_contract=settings.commission_per_contract,
                                starting_cash=settings.starting_cash)
 
@@ -99,12 +113,12 @@ def notifier_resource(settings: Settings) -> NotifierResource:
 
 
 def build_resources(settings: Settings) -> dict:
-    db = str(settings.duckdb_path)
+    wh = warehouse_config(settings)
     market = market_resource(settings)
     return {
         "market": market,
-        "warehouse": WarehouseResource(duckdb_path=db),
-        "warehouse_io_manager": WarehouseIOManager(duckdb_path=db),
+        "warehouse": WarehouseResource(**wh),
+        "warehouse_io_manager": WarehouseIOManager(**wh),
         "broker": broker_resource(settings),
         "notifier": notifier_resource(settings),
         "backtest": BacktestSettingsResource(fill_fraction=settings.fill_fraction,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from . import audit
 from .storage import Warehouse
 
 
@@ -62,7 +63,9 @@ class KillSwitch:
         event_id = "ks-" + hashlib.sha256(raw.encode()).hexdigest()[:20]
         before = self.wh.count("kill_switch_events")
         self.wh.execute_many([("INSERT INTO kill_switch_events VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                               [event_id, self.account, engaged, reason, actor, at, run_id])])
+                               [event_id, self.account, engaged, reason, actor, at, run_id])] + audit.entry(
+            "kill_switch_engaged" if engaged else "kill_switch_released", self.account, event_id,
+            {"reason": reason}, run_id, actor, key=f"kill_switch|{event_id}", at=at))
         return self.wh.count("kill_switch_events") > before
 
     def engage(self, reason: str, actor: str, run_id: str = "", key: str | None = None,

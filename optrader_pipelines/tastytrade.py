@@ -43,6 +43,7 @@ import pandas as pd
 import pydantic
 import tenacity
 
+from . import audit
 from . import calendar as cal
 from .broker import OrderRequest, OrderResult, PaperBroker, order_id_for
 from .chain import ChainError, DropLog, conform, occ_symbol
@@ -376,32 +377,6 @@ def sdk_order(order: OrderRequest, closing: bool = False):
                       external_identifier=order.idempotency_key)
 
 
-TT_ORDERS_DDL = """CREATE TABLE IF NOT EXISTS tastytrade_orders (
-    order_id VARCHAR PRIMARY KEY,
-    idempotency_key VARCHAR UNIQUE NOT NULL,
-    account VARCHAR NOT NULL,
-    mode VARCHAR NOT NULL,
-    broker_order_id BIGINT,
-    status VARCHAR NOT NULL,
-    buying_power_change DOUBLE,
-    buying_power_effect VARCHAR,
-    margin_change DOUBLE,
-    fees DOUBLE,
-    warnings VARCHAR,
-    updated_at TIMESTAMP NOT NULL
-)"""
-TT_BALANCES_DDL = """CREATE TABLE IF NOT EXISTS tastytrade_balances (
-    account VARCHAR NOT NULL, as_of DATE NOT NULL, cash_balance DOUBLE, net_liquidating_value DOUBLE,
-    derivative_buying_power DOUBLE, maintenance_requirement DOUBLE, synced_at TIMESTAMP NOT NULL,
-    PRIMARY KEY (account, as_of)
-)"""
-TT_POSITIONS_DDL = """CREATE TABLE IF NOT EXISTS tastytrade_positions (
-    account VARCHAR NOT NULL, as_of DATE NOT NULL, symbol VARCHAR NOT NULL, underlying VARCHAR,
-    instrument_type VARCHAR, quantity DOUBLE, average_open_price DOUBLE, close_price DOUBLE,
-    multiplier DOUBLE, synced_at TIMESTAMP NOT NULL, PRIMARY KEY (account, as_of, symbol)
-)"""
-
-
 class TastytradeBroker(PaperBroker):
     """The book (orders, positions, cash) is kept in the warehouse as for the paper broker, under
     the account ``tastytrade:<account number>``; orders go through tastytrade.
@@ -419,7 +394,6 @@ class TastytradeBroker(PaperBroker):
         self.client = client
         super().__init__(warehouse, f"tastytrade:{client.config.account_number}", fill_fraction=0.5,
                          commission_per_contract=commission_per_contract, starting_cash=0.0)
-        self.wh.execute_many([(TT_ORDERS_DDL, []), (TT_BALANCES_DDL, []), (TT_POSITIONS_DDL, [])])
 
     @property
     def mode(self) -> str:
@@ -532,6 +506,11 @@ class TastytradeBroker(PaperBroker):
               float(bpe.change_in_buying_power) if bpe else None, bpe.effect.value if bpe else None,
               float(bpe.change_in_margin_requirement) if bpe else None,
               float(fees.total_fees) if fees else None, warnings or None, now]),
+            *audit.order_entry(self.account, oid, status, {
+                "broker": self.name, "mode": mode, "broker_order_id": broker_id, "action": base[5],
+                "idempotency_key": key, "trade_date": base[3], "underlying": base[7], "strategy": base[6],
+                "expiration": base[8], "quantity": base[10], "limit_price": base[11], "reason": reason,
+                "buying_power_change": float(bpe.change_in_buying_power) if bpe else None}, run_id),
         ])
 
     def poll_orders(self, day: dt.date, run_id: str = "") -> pd.DataFrame:
@@ -551,7 +530,11 @@ class TastytradeBroker(PaperBroker):
                      [status, f"tastytrade: {status}" + (f" ({placed.reject_reason})" if placed.reject_reason else ""),
                       r.order_id]),
                     ("UPDATE tastytrade_orders SET status = ?, updated_at = now() WHERE order_id = ?",
-                     [status, r.order_id])])
+                     [status, r.order_id]),
+                    *audit.entry("order_rejected" if status == "rejected" else "order_cancelled", self.account,
+                                 r.order_id, {"broker": self.name, "status": status, "by": "tastytrade",
+                                              "broker_order_id": int(r.broker_order_id),
+                                              "reject_reason": placed.reject_reason}, run_id)])
             out.append({"order_id": r.order_id, "broker_order_id": int(r.broker_order_id), "status": status})
         return pd.DataFrame(out, columns=["order_id", "broker_order_id", "status"])
 
@@ -572,6 +555,8 @@ class TastytradeBroker(PaperBroker):
             [0.0] + [leg["strike"] for leg in legs] + [1e12])))) * 100
         collateral = collateral_per_spread(legs) * qty if direction == "credit" else 0.0
         text = f"filled {qty} at {price:.2f} ({direction}) on tastytrade, {len(fills)} fills"
+        filled = {"broker": self.name, "action": r.action, "broker_order_id": int(r.broker_order_id),
+                  "fill_price": price, "direction": direction, "quantity": qty, "fills": len(fills)}
         if r.action == "close":
             pos = self.wh.query("SELECT entry_price FROM positions WHERE position_id = ?", [r.position_id])
             pnl = round(float(pos["entry_price"].iloc[0]) * 100 * qty + premium, 2) if len(pos) else None
@@ -584,6 +569,7 @@ class TastytradeBroker(PaperBroker):
                                                                    r.position_id]),
                 ("INSERT INTO cash_ledger VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                  [f"{r.order_id}:close", self.account, day, premium, "close", r.order_id, run_id]),
+                *audit.entry("order_filled", self.account, r.order_id, filled, run_id),
             ])
             return
         self.wh.execute_many([
@@ -595,6 +581,7 @@ class TastytradeBroker(PaperBroker):
               "physical", r.legs, qty, sign * price, per_profit * qty, per_loss * qty, collateral]),
             ("INSERT INTO cash_ledger VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
              [f"{r.order_id}:premium", self.account, r.trade_date, premium, "premium", r.order_id, run_id]),
+            *audit.entry("order_filled", self.account, r.order_id, filled, run_id),
         ])
 
     def cancel_order(self, order_id: str) -> None:
@@ -605,7 +592,10 @@ class TastytradeBroker(PaperBroker):
         self.wh.execute_many([("UPDATE broker_orders SET status = 'cancelled', reason = 'cancelled by us' "
                                "WHERE order_id = ? AND status = 'routed'", [order_id]),
                               ("UPDATE tastytrade_orders SET status = 'cancelled', updated_at = now() "
-                               "WHERE order_id = ?", [order_id])])
+                               "WHERE order_id = ?", [order_id]),
+                              *audit.entry("order_cancelled", self.account, order_id,
+                                           {"broker": self.name, "by": "optrader",
+                                            "broker_order_id": int(row["broker_order_id"].iloc[0])})])
 
     def replace_order(self, order_id: str, new_limit: float) -> None:
         """A new limit price for a routed order (same legs)."""
@@ -623,7 +613,12 @@ class TastytradeBroker(PaperBroker):
         replaced = self.client.replace(int(r["broker_order_id"]), new)
         self.wh.execute_many([("UPDATE broker_orders SET limit_price = ? WHERE order_id = ?", [new_limit, order_id]),
                               ("UPDATE tastytrade_orders SET broker_order_id = ?, updated_at = now() "
-                               "WHERE order_id = ?", [int(replaced.id), order_id])])
+                               "WHERE order_id = ?", [int(replaced.id), order_id]),
+                              *audit.entry("order_replaced", self.account, order_id,
+                                           {"broker": self.name, "old_limit": float(r["limit_price"]),
+                                            "new_limit": float(new_limit), "old_broker_order_id": int(r["broker_order_id"]),
+                                            "broker_order_id": int(replaced.id)},
+                                           key=f"order_replaced|{order_id}|{int(replaced.id)}")])
 
 
 # -- market -----------------------------------------------------------------------------------

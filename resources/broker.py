@@ -18,6 +18,7 @@ class BrokerResource(dg.ConfigurableResource):
     """Where orders go; ``get()`` returns the domain broker (the book lives in the warehouse)."""
 
     duckdb_path: str = "data/optrader.duckdb"
+    warehouse_url: str = ""  # a postgresql:// URL (bound through dg.EnvVar): the Postgres warehouse
     fill_fraction: float = 0.5
     commission_per_contract: float = 0.65
 
@@ -25,6 +26,9 @@ class BrokerResource(dg.ConfigurableResource):
 
     @abstractmethod
     def get(self) -> PaperBroker: ...
+
+    def warehouse(self) -> Warehouse:
+        return Warehouse(self.warehouse_url or self.duckdb_path)
 
 
 class PaperBrokerResource(BrokerResource):
@@ -35,7 +39,7 @@ class PaperBrokerResource(BrokerResource):
     starting_cash: float = 5_000.0
 
     def get(self) -> PaperBroker:
-        return PaperBroker(Warehouse(self.duckdb_path), self.account, self.fill_fraction,
+        return PaperBroker(self.warehouse(), self.account, self.fill_fraction,
                            self.commission_per_contract, self.starting_cash)
 
 
@@ -86,7 +90,7 @@ class TastytradeBrokerResource(BrokerResource):
         from optrader_pipelines.tastytrade import TastytradeBroker
 
         if self._broker is None:
-            self._broker = TastytradeBroker(Warehouse(self.duckdb_path), self.credentials.client(),
+            self._broker = TastytradeBroker(self.warehouse(), self.credentials.client(),
                                             self.commission_per_contract)
         return self._broker
 

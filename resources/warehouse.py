@@ -1,4 +1,8 @@
-"""The DuckDB warehouse as a resource, and the IO manager that writes each asset to its table."""
+"""The warehouse as a resource, and the IO manager that writes each asset to its table.
+
+Both take ``duckdb_path`` (the embedded default) and ``warehouse_url``: a ``postgresql://`` URL,
+bound through ``dg.EnvVar("OPTRADER_WAREHOUSE_URL")`` so that its password never shows in the UI,
+selects the Postgres warehouse instead."""
 
 from __future__ import annotations
 
@@ -12,12 +16,14 @@ from optrader_pipelines.storage import Warehouse
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """DuckDB file holding every asset's table and the paper broker's ledger."""
+    """The warehouse (DuckDB file, or Postgres when ``warehouse_url`` is set) holding every asset's
+    table, the broker ledger and the audit log."""
 
     duckdb_path: str = "data/optrader.duckdb"
+    warehouse_url: str = ""
 
     def get(self) -> Warehouse:
-        return Warehouse(self.duckdb_path)
+        return Warehouse(self.warehouse_url or self.duckdb_path)
 
 
 # What this process wrote in the current run, per (warehouse, table, partition): a downstream step
@@ -34,25 +40,31 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     memory (a copy); a step in another run reads the warehouse."""
 
     duckdb_path: str = "data/optrader.duckdb"
+    warehouse_url: str = ""
+
+    def _warehouse(self) -> Warehouse:
+        return Warehouse(self.warehouse_url or self.duckdb_path)
 
     def _day(self, context) -> dt.date:
         return dt.date.fromisoformat(context.asset_partition_key)
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         table = context.asset_key.path[-1]
-        n = Warehouse(self.duckdb_path).replace_day(table, self._day(context), obj, context.run_id)
+        wh = self._warehouse()
+        n = wh.replace_day(table, self._day(context), obj, context.run_id)
         for key in [k for k, (run_id, _) in _WRITTEN.items() if run_id != context.run_id]:
             del _WRITTEN[key]
         _WRITTEN[self._key(table, context.asset_partition_key)] = (context.run_id, obj)
-        context.add_output_metadata({"warehouse_table": table, "warehouse_rows": n,
-                                     "warehouse_path": dg.MetadataValue.path(self.duckdb_path)})
+        where = dg.MetadataValue.path(wh.label) if wh.dialect == "duckdb" else dg.MetadataValue.text(wh.label)
+        context.add_output_metadata({"warehouse_table": table, "warehouse_rows": n, "warehouse": where})
 
     def _key(self, table: str, partition: str) -> tuple[str, str, str]:
-        return (str(Path(self.duckdb_path).resolve()), table, partition)
+        target = self.warehouse_url or str(Path(self.duckdb_path).resolve())
+        return (target, table, partition)
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         table = context.asset_key.path[-1]
         written = _WRITTEN.get(self._key(table, context.asset_partition_key))
         if written is not None and written[0] == context.step_context.run_id:
             return written[1].copy()
-        return Warehouse(self.duckdb_path).read_day(table, self._day(context))
+        return self._warehouse().read_day(table, self._day(context))

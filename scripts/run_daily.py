@@ -46,14 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     if not result.success:
         print_failures(result)
         return 1
-    wh = Warehouse(settings.duckdb_path)
+    wh = Warehouse(settings.warehouse_target)
     row = wh.query("SELECT * FROM daily_report WHERE trade_date = ? AND account = ?", [day, settings.account]).iloc[0]
     print(f"run {result.run_id} succeeded")
     print(f"net liquidation ${row['nlv']:,.2f}, cash ${row['cash']:,.2f}, open positions {row['open_positions']}, "
           f"orders accepted {row['orders_accepted']}, rejected {row['orders_rejected']}")
     print(f"report:    {row['report_path']}")
     print(f"           {row['report_html_path']}")
-    print(f"warehouse: {settings.duckdb_path.resolve()}")
+    print(f"warehouse: {wh.label if settings.warehouse_url else settings.duckdb_path.resolve()}")
     return 0
 
 
