@@ -7,6 +7,7 @@ selects the Postgres warehouse instead."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from pathlib import Path
 
 import dagster as dg
@@ -30,6 +31,7 @@ class WarehouseResource(dg.ConfigurableResource):
 # of the same run gets the frame it would read back without re-reading 200k rows from DuckDB.
 # Only entries of the latest run are kept; other runs (or processes) read the warehouse.
 _WRITTEN: dict[tuple[str, str, str], tuple[str, pd.DataFrame]] = {}
+_WRITTEN_LOCK = threading.Lock()  # runs in threads of one process (tests, in-process executors)
 
 
 class WarehouseIOManager(dg.ConfigurableIOManager):
@@ -52,9 +54,10 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         table = context.asset_key.path[-1]
         wh = self._warehouse()
         n = wh.replace_day(table, self._day(context), obj, context.run_id)
-        for key in [k for k, (run_id, _) in _WRITTEN.items() if run_id != context.run_id]:
-            del _WRITTEN[key]
-        _WRITTEN[self._key(table, context.asset_partition_key)] = (context.run_id, obj)
+        with _WRITTEN_LOCK:
+            for key in [k for k, (run_id, _) in _WRITTEN.items() if run_id != context.run_id]:
+                del _WRITTEN[key]
+            _WRITTEN[self._key(table, context.asset_partition_key)] = (context.run_id, obj)
         where = dg.MetadataValue.path(wh.label) if wh.dialect == "duckdb" else dg.MetadataValue.text(wh.label)
         context.add_output_metadata({"warehouse_table": table, "warehouse_rows": n, "warehouse": where})
 
@@ -64,7 +67,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         table = context.asset_key.path[-1]
-        written = _WRITTEN.get(self._key(table, context.asset_partition_key))
+        with _WRITTEN_LOCK:
+            written = _WRITTEN.get(self._key(table, context.asset_partition_key))
         if written is not None and written[0] == context.step_context.run_id:
             return written[1].copy()
         return self._warehouse().read_day(table, self._day(context))
