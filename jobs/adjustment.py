@@ -48,6 +48,6 @@ def adjust_position_op(context: dg.OpExecutionContext, config: AdjustmentConfig,
 
 
 @dg.job(description="Close or roll one position intraday (requested by position_adjustment_sensor).",
-        executor_def=dg.in_process_executor, tags={"optrader/kind": "adjustment"})
+        executor_def=dg.in_process_executor, tags={"optrader/kind": "adjustment", "optrader/book": "trading"})
 def position_adjustment_job():
     adjust_position_op()

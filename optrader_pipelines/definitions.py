@@ -32,6 +32,8 @@ daily_run_job = dg.define_asset_job(
     partitions_def=trading_day_partitions,
     # DuckDB allows one writer process: run every step in the run's own process.
     executor_def=dg.in_process_executor,
+    # one run that writes the trading book at a time (deploy/dagster.yaml's tag concurrency limit)
+    tags={"optrader/book": "trading"},
     description="Chains -> Greeks -> scored opportunities -> ranked signals -> safety-checked orders -> report.",
 )
 
