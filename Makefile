@@ -6,7 +6,7 @@ UV := .tools/bin/uv
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 
-.PHONY: run test dev bench install clean-data backtest
+.PHONY: run test dev bench install clean-data backtest migrate backup restore audit
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -30,8 +30,36 @@ run: install $(DAGSTER_HOME)/dagster.yaml
 	.venv/bin/python scripts/run_daily.py $(if $(DATE),--date $(DATE),)
 
 # make backtest START=YYYY-MM-DD END=YYYY-MM-DD (same environment variables as make run)
-backtest: install $(DAGSTER_HOME)/dagster.yaml
+back# The warehouse the environment names (OPTRADER_WAREHOUSE_URL, else OPTRADER_DUCKDB_PATH).
+migrate: install
+	.venv/bin/python scripts/warehouse.py migrate
+
+# make backup DEST=backups/2026-11-21 ; make restore SRC=backups/2026-11-21 (into an empty warehouse)
+backup: install
+	.venv/bin/python scripts/warehouse.py backup $(DEST)
+
+restore: install
+	.venv/bin/python scripts/warehouse.py restore $(SRC)
+
+audit: install
+	.venv/bin/python scripts/warehouse.py audit $(if $(ACCOUNT),--account $(ACCOUNT),)
+
+test: install $(DAGSTER_HOME)/dagster.yaml
 	.venv/bin/python scripts/backtest.py --start $(START) --end $(END)
+
+# The warehouse the environment names (OPTRADER_WAREHOUSE_URL, else OPTRADER_DUCKDB_PATH).
+migrate: install
+	.venv/bin/python scripts/warehouse.py migrate
+
+# make backup DEST=backups/2026-11-21 ; make restore SRC=backups/2026-11-21 (into an empty warehouse)
+backup: install
+	.venv/bin/python scripts/warehouse.py backup $(DEST)
+
+restore: install
+	.venv/bin/python scripts/warehouse.py restore $(SRC)
+
+audit: install
+	.venv/bin/python scripts/warehouse.py audit $(if $(ACCOUNT),--account $(ACCOUNT),)
 
 test: install
 	.venv/bin/python -m pytest

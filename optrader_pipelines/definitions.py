@@ -42,7 +42,7 @@ def market_resource(settings: Settings):
     if settings.market == "synthetic":
         import os
 
-        strikes = int(os.environ.get("OPTRADER_SYNTHETIC_STRIKES", "20"))
+        strikes = int(os.environ.get("OPTRADER_SYNTHETIC_STRIKES") or "20")
         return SyntheticMarketResource(seed=settings.seed, universe=list(settings.universe), strikes_per_side=strikes)
     if settings.market == "files":
         if settings.history_dir is None:

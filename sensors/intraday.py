@@ -23,7 +23,7 @@ from resources.warehouse import WarehouseResource
 def _interval_minutes() -> int:
     import os
 
-    raw = os.environ.get("OPTRADER_SENSOR_INTERVAL_MINUTES", "5")
+    raw = os.environ.get("OPTRADER_SENSOR_INTERVAL_MINUTES") or "5"
     try:
         value = int(raw)
     except ValueError:

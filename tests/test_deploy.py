@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,15 @@ def test_docker_compose_config_validates_with_the_example_env(tmp_path):
         "postgresql://optrader:change-me@postgres:5432/optrader"
     for name in ("webserver", "daemon"):
         assert resolved[name]["environment"]["DAGSTER_PG_HOST"] == "postgres"
+    # the code server's environment, exactly as compose resolves it, loads the definitions
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPTRADER_", "DAGSTER_"))}
+    env.update({k: str(v) for k, v in resolved["user_code"]["environment"].items() if v is not None})
+    env.pop("DAGSTER_HOME")
+    done = subprocess.run([sys.executable, "-c", "import dagster as dg; from optrader_pipelines.definitions import defs; "
+                           "dg.Definitions.validate_loadable(defs); from sensors.intraday import _interval_minutes; "
+                           "print(_interval_minutes())"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_compose_topology_and_env_example_cover_every_variable():

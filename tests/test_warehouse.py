@@ -225,3 +225,33 @@ def test_an_unreachable_postgres_is_a_clear_error_without_the_password():
     with pytest.raises(WarehouseError) as err:
         Warehouse("postgresql://optrader:hunter2@127.0.0.1:1/optrader").tables()
     assert "cannot connect" in str(err.value) and "hunter2" not in str(err.value)
+
+
+def _cli(*args, env=None):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, "scripts/warehouse.py", *args], cwd=root, capture_output=True, text=True,
+                          env=dict(os.environ, **(env or {})), timeout=120)
+
+
+def test_the_backup_and_restore_commands_round_trip_a_postgres_warehouse(tmp_path):
+    with temporary_database() as src_url, temporary_database("optrader_restore") as dst_url:
+        src = Warehouse(src_url)
+        PaperBroker(src, "paper").place_order(_order("k1"))
+        src.replace_day("option_greeks", DAY, _frame(8), "run-1")
+        done = _cli("backup", str(tmp_path / "bk"), env={"OPTRADER_WAREHOUSE_URL": src_url})
+        assert done.returncode == 0, done.stderr
+        assert "tables" in done.stdout and (tmp_path / "bk" / "warehouse.dump").stat().st_size > 0
+        done = _cli("restore", str(tmp_path / "bk"), env={"OPTRADER_WAREHOUSE_URL": dst_url})
+        assert done.returncode == 0, done.stderr
+        assert row_counts(Warehouse(dst_url)) == row_counts(src)
+        again = _cli("restore", str(tmp_path / "bk"), env={"OPTRADER_WAREHOUSE_URL": dst_url})
+        assert again.returncode == 2 and "needs an empty warehouse" in again.stderr
+        log = _cli("audit", "--account", "paper", env={"OPTRADER_WAREHOUSE_URL": dst_url})
+        assert log.returncode == 0 and "order_placed" in log.stdout
+        migrate = _cli("migrate", env={"OPTRADER_WAREHOUSE_URL": dst_url})
+        assert migrate.returncode == 0 and f"schema version {migrations.LATEST} (up to date)" in migrate.stdout

@@ -301,7 +301,7 @@ class FilesMarket(MarketSource):
                  rate: float | None = None):
         self.history_dir = Path(history_dir)
         self.universe = tuple(s.upper() for s in universe)
-        self.constant_rate = rate if rate is not None else float(os.environ.get("OPTRADER_RISK_FREE_RATE", "0.02"))
+        self.constant_rate = rate if rate is not None else float(os.environ.get("OPTRADER_RISK_FREE_RATE") or "0.02")
 
     def files(self) -> list[tuple[Path, str]]:
         if not self.history_dir.is_dir():
