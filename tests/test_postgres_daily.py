@@ -108,3 +108,49 @@ def _single_day_counts(day: dt.date, tmp: Path) -> dict:
     assert _run(res, day).success
     wh = Warehouse(tmp / "optrader.duckdb")
     return {t: wh.count(t, day) for t in MARKET_TABLES}
+
+
+def test_a_backtest_on_postgres_gives_the_same_book_as_on_duckdb(tmp_path):
+    import pandas as pd
+
+    from optrader_pipelines.backtest import run_backtest
+
+    from .test_backtest import CFG, DAYS, _ledger, _source
+
+    duck = Warehouse(tmp_path / "bt.duckdb")
+    account, days = run_backtest(duck, _source(), DAYS, CFG)
+    with temporary_database() as url:
+        pg = Warehouse(url)
+        account2, days2 = run_backtest(pg, _source(), DAYS, CFG)
+        assert account2 == account
+        for a, b in zip(_ledger(duck, account), _ledger(pg, account)):
+            pd.testing.assert_frame_equal(a, b, check_dtype=False)
+        pd.testing.assert_series_equal(days["nlv"], days2["nlv"])
+        assert len(audit.history(pg)) == 0  # simulated trading is not audited
+
+
+def test_intraday_risk_sensor_and_kill_switch_on_postgres(pg_run, monkeypatch):
+    """Runs last in this module: it engages the kill switch on the shared Postgres book."""
+    import dagster as dg
+    import pandas as pd
+
+    import sensors.intraday as intraday
+    from optrader_pipelines import calendar as cal
+    from optrader_pipelines.intraday import RiskLimits
+    from optrader_pipelines.killswitch import KillSwitch
+    from sensors import intraday_risk_sensor
+
+    url, res, _ = pg_run
+    wh = Warehouse(url)
+    monkeypatch.setattr(intraday, "now_ny", lambda: pd.Timestamp("2026-11-20 10:00", tz=cal.NY))
+    ctx = lambda: dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=res)  # noqa: E731
+    first = intraday_risk_sensor(ctx())
+    intraday_risk_sensor(ctx())
+    assert "within limits" in first.skip_message and wh.count("risk_snapshots") == 1
+    monkeypatch.setattr(RiskLimits, "for_profile", classmethod(lambda cls, p: cls(max_vega_pct_nlv=1e-9)))
+    out = intraday_risk_sensor(ctx())
+    assert "kill switch engaged" in out.skip_message
+    assert KillSwitch(wh, "paper").state().actor == "intraday_risk_sensor"
+    log = audit.history(wh, "paper")
+    assert list(log["action"]).count("kill_switch_engaged") == 1
+    assert log[log["action"] == "kill_switch_engaged"]["actor"].iloc[0] == "intraday_risk_sensor"
