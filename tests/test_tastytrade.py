@@ -3,12 +3,14 @@ market data into the chain schema, dry-run and real orders, retries, the circuit
 guard, idempotency under a retry storm, and no credential in logs, errors or the warehouse."""
 
 import datetime as dt
+import json
 import logging
 
 import pandas as pd
 import pytest
 
 from tests.fake_tastytrade import ACCOUNT, REFRESH, SECRET, FakeServer, FakeTastytrade
+from optrader_pipelines import audit
 from optrader_pipelines.broker import OrderRequest
 from optrader_pipelines.chain import ChainError
 from optrader_pipelines.storage import Warehouse
@@ -109,6 +111,9 @@ def test_sandbox_order_is_routed_polled_and_booked_once(fake, tmp_path):
     assert len(pos) == 1 and pos["entry_price"].iloc[0] == pytest.approx(-0.95)
     assert broker.poll_orders(DAY).empty  # nothing routed any more: a re-poll books nothing twice
     assert len(broker.open_positions(DAY)) == 1
+    log = audit.history(wh, broker.account)
+    assert list(log["action"]) == ["order_placed", "order_filled"] and set(log["subject"]) == {res.order_id}
+    assert json.loads(log["details"].iloc[0])["mode"] == "sandbox"
 
 
 def test_cancel_and_replace(fake, tmp_path):
@@ -121,6 +126,7 @@ def test_cancel_and_replace(fake, tmp_path):
     broker.cancel_order(a.order_id)
     assert fake.orders[1]["status"] == "Cancelled"
     assert wh.query("SELECT status FROM broker_orders")["status"].tolist() == ["cancelled"]
+    assert list(audit.history(wh, broker.account)["action"]) == ["order_placed", "order_replaced", "order_cancelled"]
 
 
 def test_retry_storm_places_each_order_exactly_once_and_logs_no_secret(fake, tmp_path, caplog):
