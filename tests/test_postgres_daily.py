@@ -130,7 +130,7 @@ def test_a_backtest_on_postgres_gives_the_same_book_as_on_duckdb(tmp_path):
 
 
 def test_intraday_risk_sensor_and_kill_switch_on_postgres(pg_run, monkeypatch):
-    """Runs last in this module: it engages the kill switch on the shared Postgres book."""
+    """The last test on the shared Postgres book: it engages the kill switch there."""
     import dagster as dg
     import pandas as pd
 
@@ -154,3 +154,36 @@ def test_intraday_risk_sensor_and_kill_switch_on_postgres(pg_run, monkeypatch):
     log = audit.history(wh, "paper")
     assert list(log["action"]).count("kill_switch_engaged") == 1
     assert log[log["action"] == "kill_switch_engaged"]["actor"].iloc[0] == "intraday_risk_sensor"
+
+
+def test_the_warehouse_password_never_reaches_run_events_logs_or_the_warehouse(tmp_path, monkeypatch, caplog):
+    """The URL is bound through dg.EnvVar; the server's trust auth ignores the password, so a
+    password-bearing URL still connects here."""
+    import dagster as dg
+    from urllib.parse import urlsplit, urlunsplit
+
+    from optrader_pipelines.config import Settings
+    from optrader_pipelines.definitions import build_resources
+    from resources.market import SyntheticMarketResource
+
+    secret = "pw-7c1d-not-for-logs"
+    with temporary_database() as url:
+        parts = urlsplit(url)
+        with_pw = urlunsplit(parts._replace(netloc=f"{parts.username}:{secret}@{parts.hostname}:{parts.port}"))
+        monkeypatch.setenv("OPTRADER_WAREHOUSE_URL", with_pw)
+        settings = Settings(duckdb_path=tmp_path / "unused.duckdb", report_dir=tmp_path / "reports",
+                            warehouse_url=with_pw, universe=tuple(SMALL_UNIVERSE))
+        res = build_resources(settings)
+        assert isinstance(res["warehouse"].warehouse_url, dg.EnvVar)  # the UI shows the variable's name only
+        res["market"] = SyntheticMarketResource(seed=7, universe=["XLF"], strikes_per_side=6)
+        instance = dg.DagsterInstance.ephemeral()
+        caplog.set_level("DEBUG")
+        result = _run(res, D1, instance)
+        assert result.success
+        events = "\n".join(repr(e) for e in instance.all_logs(result.run_id))
+        assert "warehouse" in events and "***" in events  # the location is shown, redacted
+        assert secret not in events and secret not in caplog.text and secret not in repr(settings)
+        wh = Warehouse(with_pw)
+        for table in wh.tables():
+            assert not wh.query(f"SELECT * FROM {table}").astype(str).apply(
+                lambda col: col.str.contains(secret)).any().any(), table
