@@ -30,21 +30,7 @@ run: install $(DAGSTER_HOME)/dagster.yaml
 	.venv/bin/python scripts/run_daily.py $(if $(DATE),--date $(DATE),)
 
 # make backtest START=YYYY-MM-DD END=YYYY-MM-DD (same environment variables as make run)
-back# The warehouse the environment names (OPTRADER_WAREHOUSE_URL, else OPTRADER_DUCKDB_PATH).
-migrate: install
-	.venv/bin/python scripts/warehouse.py migrate
-
-# make backup DEST=backups/2026-11-21 ; make restore SRC=backups/2026-11-21 (into an empty warehouse)
-backup: install
-	.venv/bin/python scripts/warehouse.py backup $(DEST)
-
-restore: install
-	.venv/bin/python scripts/warehouse.py restore $(SRC)
-
-audit: install
-	.venv/bin/python scripts/warehouse.py audit $(if $(ACCOUNT),--account $(ACCOUNT),)
-
-test: install $(DAGSTER_HOME)/dagster.yaml
+backtest: install $(DAGSTER_HOME)/dagster.yaml
 	.venv/bin/python scripts/backtest.py --start $(START) --end $(END)
 
 # The warehouse the environment names (OPTRADER_WAREHOUSE_URL, else OPTRADER_DUCKDB_PATH).
