@@ -98,10 +98,8 @@ class Warehouse:
         """Where the warehouse is, safe to show (no password)."""
         raise NotImplementedError
 
-    def connect(self, read_only: bool = False):
-        raise NotImplementedError
-
-    def session(self):
+    def _open(self, read_only: bool = False):
+        """A context manager giving a new connection, closed on exit."""
         raise NotImplementedError
 
     def tables(self) -> list[str]:
@@ -121,6 +119,30 @@ class Warehouse:
         raise NotImplementedError
 
     # -- shared ---------------------------------------------------------------------------------
+    _session = None
+
+    @contextlib.contextmanager
+    def connect(self, read_only: bool = False):
+        if self._session is not None:  # inside session(): the one open connection
+            yield self._session
+            return
+        with self._open(read_only) as con:
+            yield con
+
+    @contextlib.contextmanager
+    def session(self):
+        """Hold one connection for every call inside the block (a backtest day makes ~20 calls,
+        and opening a DuckDB file costs ~30 ms each; the file stays locked for the block)."""
+        if self._session is not None:
+            yield self
+            return
+        with self._open() as con:
+            self._session = con
+            try:
+                yield self
+            finally:
+                self._session = None
+
     def read_day(self, table: str, trade_date: dt.date) -> pd.DataFrame:
         try:
             df = self.query(f"SELECT * FROM {_ident(table)} WHERE trade_date = ?", [trade_date])
@@ -170,18 +192,6 @@ class Warehouse:
 
 
 # -- DuckDB --------------------------------------------------------------------------------------
-def _duck_type(dtype) -> str:
-    if pd.api.types.is_bool_dtype(dtype):
-        return "BOOLEAN"
-    if pd.api.types.is_integer_dtype(dtype):
-        return "BIGINT"
-    if pd.api.types.is_float_dtype(dtype):
-        return "DOUBLE"
-    if pd.api.types.is_datetime64_any_dtype(dtype):
-        return "TIMESTAMP"
-    return "VARCHAR"
-
-
 class DuckDBWarehouse(Warehouse):
     """A DuckDB warehouse file; every public method opens and closes its own connection."""
 
@@ -189,44 +199,21 @@ class DuckDBWarehouse(Warehouse):
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._session = None
 
     @property
     def label(self) -> str:
         return str(self.path)
 
     @contextlib.contextmanager
-    def connect(self, read_only: bool = False):
+    def _open(self, read_only: bool = False):
         import duckdb
 
-        if self._session is not None:  # inside session(): the one open connection
-            yield self._session
-            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with _LOCK:
             con = duckdb.connect(str(self.path), read_only=read_only and self.path.exists())
             try:
                 yield con
             finally:
-                con.close()
-
-    @contextlib.contextmanager
-    def session(self):
-        """Hold one connection for every call inside the block (a backtest day makes ~20 calls,
-        and opening the file costs ~30 ms each); the file is locked for the block's duration."""
-        import duckdb
-
-        if self._session is not None:
-            yield self
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with _LOCK:
-            con = duckdb.connect(str(self.path))
-            self._session = con
-            try:
-                yield self
-            finally:
-                self._session = None
                 con.close()
 
     def tables(self) -> list[str]:
@@ -243,7 +230,7 @@ class DuckDBWarehouse(Warehouse):
         incoming = {r[0]: r[1] for r in con.execute("DESCRIBE incoming").fetchall()}
         for col in df.columns:
             if col not in existing:
-                con.execute(f"ALTER TABLE {_ident(table)} ADD COLUMN {_ident(col)} {_duck_type(df[col].dtype)}")
+                con.execute(f"ALTER TABLE {_ident(table)} ADD COLUMN {_ident(col)} {_column_type(df[col], 'duckdb')}")
             elif existing[col] == '"NULL"' or existing[col] == "NULL":
                 new_type = incoming.get(col, "NULL")
                 if new_type not in ("NULL", '"NULL"'):
@@ -344,22 +331,26 @@ def _pg_sql(sql: str) -> str:
     return "".join(out)
 
 
-def _pg_type(series: pd.Series) -> str:
+def _column_type(series: pd.Series, dialect: str = "postgres") -> str:
+    """The SQL type of a frame's column (object columns by what they hold) in the dialect."""
     dtype = series.dtype
     if pd.api.types.is_bool_dtype(dtype):
-        return "BOOLEAN"
-    if pd.api.types.is_integer_dtype(dtype):
-        return "BIGINT"
-    if pd.api.types.is_float_dtype(dtype):
-        return "DOUBLE PRECISION"
-    if isinstance(dtype, pd.DatetimeTZDtype):
-        return "TIMESTAMPTZ"
-    if pd.api.types.is_datetime64_any_dtype(dtype):
-        return "TIMESTAMP"
-    kind = pd.api.types.infer_dtype(series, skipna=True)
-    return {"date": "DATE", "datetime": "TIMESTAMP", "datetime64": "TIMESTAMP", "boolean": "BOOLEAN",
-            "integer": "BIGINT", "floating": "DOUBLE PRECISION", "mixed-integer-float": "DOUBLE PRECISION",
-            "decimal": "DOUBLE PRECISION"}.get(kind, "TEXT")
+        kind = "BOOLEAN"
+    elif pd.api.types.is_integer_dtype(dtype):
+        kind = "BIGINT"
+    elif pd.api.types.is_float_dtype(dtype):
+        kind = "DOUBLE PRECISION"
+    elif isinstance(dtype, pd.DatetimeTZDtype):
+        kind = "TIMESTAMPTZ"
+    elif pd.api.types.is_datetime64_any_dtype(dtype):
+        kind = "TIMESTAMP"
+    else:
+        kind = {"date": "DATE", "datetime": "TIMESTAMP", "datetime64": "TIMESTAMP", "boolean": "BOOLEAN",
+                "integer": "BIGINT", "floating": "DOUBLE PRECISION", "mixed-integer-float": "DOUBLE PRECISION",
+                "decimal": "DOUBLE PRECISION"}.get(pd.api.types.infer_dtype(series, skipna=True), "TEXT")
+    if dialect == "duckdb":
+        return {"DOUBLE PRECISION": "DOUBLE", "TEXT": "VARCHAR"}.get(kind, kind)
+    return kind
 
 
 def _frame(cur) -> pd.DataFrame:
@@ -394,19 +385,15 @@ class PostgresWarehouse(Warehouse):
         if not is_postgres_url(url):
             raise WarehouseError(f"{redact_url(str(url))} is not a postgresql:// URL")
         self.url = url
-        self._session = None
 
     @property
     def label(self) -> str:
         return redact_url(self.url)
 
     @contextlib.contextmanager
-    def connect(self, read_only: bool = False):
+    def _open(self, read_only: bool = False):
         import psycopg2
 
-        if self._session is not None:
-            yield self._session
-            return
         try:
             con = psycopg2.connect(self.url, connect_timeout=10, application_name="optrader")
         except psycopg2.OperationalError as exc:
@@ -417,18 +404,6 @@ class PostgresWarehouse(Warehouse):
             yield con
         finally:
             con.close()
-
-    @contextlib.contextmanager
-    def session(self):
-        if self._session is not None:
-            yield self
-            return
-        with self.connect() as con:
-            self._session = con
-            try:
-                yield self
-            finally:
-                self._session = None
 
     def tables(self) -> list[str]:
         with self.connect() as con, con.cursor() as cur:
@@ -490,12 +465,12 @@ class PostgresWarehouse(Warehouse):
                         "WHERE table_schema = current_schema() AND table_name = %s", [table])
             existing = dict(cur.fetchall())
             if not existing:
-                cols = ", ".join(f"{_ident(c)} {'DATE' if c == 'trade_date' else _pg_type(data[c])}" for c in data.columns)
+                cols = ", ".join(f"{_ident(c)} {'DATE' if c == 'trade_date' else _column_type(data[c])}" for c in data.columns)
                 cur.execute(f"CREATE TABLE {_ident(table)} ({cols})")
                 cur.execute(f"CREATE INDEX ON {_ident(table)} (trade_date)")
             else:
                 for col in data.columns:
-                    new_type = _pg_type(data[col])
+                    new_type = _column_type(data[col])
                     if col not in existing:
                         cur.execute(f"ALTER TABLE {_ident(table)} ADD COLUMN {_ident(col)} {new_type}")
                     elif existing[col] == "text" and new_type != "TEXT" and data[col].notna().any():
