@@ -69,7 +69,8 @@ def tastytrade_credentials(settings: Settings) -> TastytradeCredentials:
         provider_secret=dg.EnvVar("OPTRADER_TASTYTRADE_SECRET"), refresh_token=dg.EnvVar("OPTRADER_TASTYTRADE_REFRESH_TOKEN"),
         account_number=dg.EnvVar("OPTRADER_TASTYTRADE_ACCOUNT"), sandbox=settings.tastytrade_sandbox,
         dry_run=settings.tastytrade_dry_run, live=settings.tastytrade_live,
-        confirm_live=os.environ.get("OPTRADER_TASTYTRADE_CONFIRM_LIVE", ""), api_url=settings.tastytrade_api_url)
+        confirm_live=os.environ.get("OPTRADER_TASTYTRADE_CONFIRM_LIVE", ""), api_url=settings.tastytrade_api_url,
+        notifier=notifier_resource(settings))
 
 
 def warehouse_config(settings: Settings) -> dict:

@@ -1,7 +1,5 @@
 """Broker resources: the internal paper broker (default) and tastytrade through its SDK."""
 
-from __future__ import annotations
-
 import logging
 from abc import abstractmethod
 
@@ -10,6 +8,8 @@ from pydantic import PrivateAttr
 
 from optrader_pipelines.broker import PaperBroker
 from optrader_pipelines.storage import Warehouse
+
+from .notifier import NotifierResource
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,14 @@ class TastytradeCredentials(dg.ConfigurableResource):
     confirm_live: str = ""
     api_url: str = ""
     timeout_s: float = 10.0
+    max_attempts: int = 5
+    backoff_initial_s: float = 0.25
+    backoff_max_s: float = 8.0
     orders_per_minute: int = 60
     breaker_threshold: int = 5
+    breaker_cooldown_s: float = 60.0
+    # where the circuit breaker's alert goes (besides the log): the desk's notifier
+    notifier: NotifierResource | None = None  # None: the log only
 
     def config(self):
         from optrader_pipelines.tastytrade import TastytradeConfig
@@ -65,13 +71,28 @@ class TastytradeCredentials(dg.ConfigurableResource):
         return TastytradeConfig(provider_secret=self.provider_secret, refresh_token=self.refresh_token,
                                 account_number=self.account_number, sandbox=self.sandbox, dry_run=self.dry_run,
                                 live=self.live, confirm_live=self.confirm_live, api_url=self.api_url,
-                                timeout_s=self.timeout_s, orders_per_minute=self.orders_per_minute,
-                                breaker_threshold=self.breaker_threshold)
+                                timeout_s=self.timeout_s, max_attempts=self.max_attempts,
+                                backoff_initial_s=self.backoff_initial_s, backoff_max_s=self.backoff_max_s,
+                                orders_per_minute=self.orders_per_minute, breaker_threshold=self.breaker_threshold,
+                                breaker_cooldown_s=self.breaker_cooldown_s)
+
+    def alert(self, text: str) -> None:
+        """The breaker opened: log it and send a critical alert through the notifier. A failed
+        delivery is logged, never raised (the breaker must still stop the calls)."""
+        from optrader_pipelines.notify import Message, NotifyError
+
+        log.error("ALERT: %s", text)
+        if self.notifier is None:
+            return
+        try:
+            self.notifier.get().send(Message("optrader: tastytrade circuit breaker open", text, severity="critical"))
+        except (NotifyError, ValueError) as exc:
+            log.error("the tastytrade alert could not be delivered: %s", exc)
 
     def client(self):
         from optrader_pipelines.tastytrade import TastytradeClient
 
-        return TastytradeClient(self.config(), alert=lambda text: log.error("ALERT: %s", text))
+        return TastytradeClient(self.config(), alert=self.alert)
 
 
 class TastytradeBrokerResource(BrokerResource):

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from tests.fake_tastytrade import ACCOUNT, REFRESH, SECRET, FakeServer, FakeTastytrade
+from tests.test_notify import webhook_server  # noqa: F401  (fixture)
 from optrader_pipelines import audit
 from optrader_pipelines.broker import OrderRequest
 from optrader_pipelines.chain import ChainError
@@ -236,3 +237,28 @@ def test_daily_graph_end_to_end_with_tastytrade_as_market_and_broker(tmp_path, m
         events = "".join(str(e) for e in result.all_events)
     for text in (caplog.text, dump, events):
         assert SECRET not in text and REFRESH not in text
+
+
+def test_the_breaker_alert_reaches_the_desk_notifier(fake, tmp_path, webhook_server):  # noqa: F811
+    from resources import NotifierResource, TastytradeBrokerResource, TastytradeCredentials
+
+    url, hook = webhook_server
+    creds = TastytradeCredentials(provider_secret=SECRET, refresh_token=REFRESH, account_number=ACCOUNT,
+                                  api_url=fake.url, timeout_s=0.5, max_attempts=1, backoff_initial_s=0.001,
+                                  backoff_max_s=0.002, breaker_threshold=2, breaker_cooldown_s=600,
+                                  notifier=NotifierResource(kind="webhook", webhook_url=url))
+    import dagster as dg
+
+    fake.fail("GET", r"/balances", *([503] * 4))
+    with dg.build_resources({"broker": TastytradeBrokerResource(duckdb_path=str(tmp_path / "w.duckdb"),
+                                                                credentials=creds)}) as res:
+        broker = res.broker.get()
+        for _ in range(2):
+            with pytest.raises(TastytradeError):
+                broker.sync_account(DAY)
+        with pytest.raises(CircuitOpenError):
+            broker.sync_account(DAY)
+    assert len(hook.received) == 1
+    text = hook.received[0][2]["text"]
+    assert text.startswith("*[CRITICAL] optrader: tastytrade circuit breaker open*") and "after 2" in text
+    assert SECRET not in text and REFRESH not in text
