@@ -204,6 +204,25 @@ class PaperBroker(Broker):
         ])
         return OrderResult(oid, "filled", price, commission, premium - commission, reason)
 
+    def _closing_legs(self, position_id: str, day: dt.date, quotes: dict[tuple, tuple[float, float]]
+                      ) -> tuple[pd.Series, list[dict]]:
+        """The open position and the legs that close it (sides reversed, with the day's bid and
+        ask); a clear error for an unknown or closed position or a leg without a quote."""
+        pos = self.wh.query("SELECT * FROM positions WHERE position_id = ? AND account = ?", [position_id, self.account])
+        if pos.empty:
+            raise ValueError(f"position {position_id!r} not found in {self.name} account {self.account!r}")
+        p = pos.iloc[0]
+        if not pd.isna(p["closed_date"]):
+            raise ValueError(f"position {position_id!r} is already closed ({p['close_reason']})")
+        closing = []
+        for leg in json.loads(p["legs"]):
+            key = (leg["expiration"], float(leg["strike"]), leg["option_type"])
+            if key not in quotes:
+                raise ValueError(f"no quote for leg {key} of position {position_id!r} on {day.isoformat()}")
+            bid, ask = quotes[key]
+            closing.append(dict(leg, side=-int(leg["side"]), bid=float(bid), ask=float(ask)))
+        return p, closing
+
     def close_position(self, position_id: str, day: dt.date, quotes: dict[tuple, tuple[float, float]], reason: str,
                        idempotency_key: str, run_id: str = "") -> OrderResult:
         """Close an open position at the paper fill model (a marketable closing order: limit = the
@@ -215,20 +234,7 @@ class PaperBroker(Broker):
         done = self._existing(idempotency_key)
         if done is not None:
             return done
-        pos = self.wh.query("SELECT * FROM positions WHERE position_id = ? AND account = ?", [position_id, self.account])
-        if pos.empty:
-            raise ValueError(f"position {position_id!r} not found in paper account {self.account!r}")
-        p = pos.iloc[0]
-        if not pd.isna(p["closed_date"]):
-            raise ValueError(f"position {position_id!r} is already closed ({p['close_reason']})")
-        legs = json.loads(p["legs"])
-        closing = []
-        for leg in legs:
-            key = (leg["expiration"], float(leg["strike"]), leg["option_type"])
-            if key not in quotes:
-                raise ValueError(f"no quote for leg {key} of position {position_id!r} on {day.isoformat()}")
-            bid, ask = quotes[key]
-            closing.append(dict(leg, side=-int(leg["side"]), bid=float(bid), ask=float(ask)))
+        p, closing = self._closing_legs(position_id, day, quotes)
         opened_credit = float(p["entry_price"]) > 0
         direction = "debit" if opened_credit else "credit"
         _, _, fill = modelled_fill(closing, direction, self.fill_fraction, self.slippage)
@@ -236,7 +242,7 @@ class PaperBroker(Broker):
         qty = int(p["quantity"])
         sign = 1.0 if direction == "credit" else -1.0
         premium = round(sign * price * 100 * qty, 2)
-        commission = round(self.commission_per_contract * len(legs) * qty, 2)
+        commission = round(self.commission_per_contract * len(closing) * qty, 2)
         pnl = round(float(p["entry_price"]) * 100 * qty + premium, 2)
         oid = order_id_for(idempotency_key)
         now = pd.Timestamp.now(tz="UTC").tz_localize(None)

@@ -474,18 +474,8 @@ class TastytradeBroker(PaperBroker):
         done = self._existing(idempotency_key)
         if done is not None:
             return done
-        pos = self.wh.query("SELECT * FROM positions WHERE position_id = ? AND account = ?", [position_id, self.account])
-        if pos.empty:
-            raise ValueError(f"position {position_id!r} not found in account {self.account!r}")
-        p = pos.iloc[0]
-        legs = []
-        for leg in json.loads(p["legs"]):
-            key = (leg["expiration"], float(leg["strike"]), leg["option_type"])
-            if key not in quotes:
-                raise ValueError(f"no quote for leg {key} of position {position_id!r} on {day.isoformat()}")
-            legs.append(dict(leg, bid=float(quotes[key][0]), ask=float(quotes[key][1])))
+        p, closing = self._closing_legs(position_id, day, quotes)
         direction = "debit" if float(p["entry_price"]) > 0 else "credit"
-        closing = [dict(leg, side=-int(leg["side"])) for leg in legs]
         from .broker import modelled_fill
 
         _, _, fill = modelled_fill(closing, direction, self.fill_fraction)

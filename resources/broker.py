@@ -1,5 +1,6 @@
 """Broker resources: the internal paper broker (default) and tastytrade through its SDK."""
 
+import dataclasses
 import logging
 from abc import abstractmethod
 
@@ -68,13 +69,7 @@ class TastytradeCredentials(dg.ConfigurableResource):
     def config(self):
         from optrader_pipelines.tastytrade import TastytradeConfig
 
-        return TastytradeConfig(provider_secret=self.provider_secret, refresh_token=self.refresh_token,
-                                account_number=self.account_number, sandbox=self.sandbox, dry_run=self.dry_run,
-                                live=self.live, confirm_live=self.confirm_live, api_url=self.api_url,
-                                timeout_s=self.timeout_s, max_attempts=self.max_attempts,
-                                backoff_initial_s=self.backoff_initial_s, backoff_max_s=self.backoff_max_s,
-                                orders_per_minute=self.orders_per_minute, breaker_threshold=self.breaker_threshold,
-                                breaker_cooldown_s=self.breaker_cooldown_s)
+        return TastytradeConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TastytradeConfig)})
 
     def alert(self, text: str) -> None:
         """The breaker opened: log it and send a critical alert through the notifier. A failed
