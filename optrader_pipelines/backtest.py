@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass
 
 import pandas as pd
@@ -81,18 +82,36 @@ def usable_contracts(chain: pd.DataFrame, day: dt.date, max_dte: int, open_posit
     return chain[keep.to_numpy()].reset_index(drop=True)
 
 
-def replay_day(wh: Warehouse, source, day: dt.date, account: str, cfg: BacktestConfig, run_id: str = "") -> dict:
-    """One day of the backtest (module docstring); returns the day's row of ``backtest_days``."""
+def _lap(timings: dict | None, step: str, since: float) -> float:
+    """Add the time since ``since`` to ``timings[step]``; returns now."""
+    now = time.perf_counter()
+    if timings is not None:
+        timings[step] = timings.get(step, 0.0) + now - since
+    return now
+
+
+def replay_day(wh: Warehouse, source, day: dt.date, account: str, cfg: BacktestConfig, run_id: str = "",
+               timings: dict | None = None) -> dict:
+    """One day of the backtest (module docstring); returns the day's row of ``backtest_days``.
+    ``timings``, when given, accumulates the seconds each step took."""
+    t = time.perf_counter()
     day = cal.require_trading_day(day)
     wh.ensure_ledger()
     broker = _broker(wh, account, cfg)
     strategy = StrategyConfig(fill_fraction=cfg.fill_fraction, commission_per_contract=cfg.commission_per_contract)
     chain = source.load_chain(day).chain
+    t = _lap(timings, "chain", t)
     spots = chain.groupby("underlying")["underlying_price"].first().astype(float).to_dict()
-    greeks = greeks_table(usable_contracts(chain, day, strategy.max_dte, broker.open_positions(day, before_orders=True)))
+    usable = usable_contracts(chain, day, strategy.max_dte, broker.open_positions(day, before_orders=True))
+    t = _lap(timings, "book", t)
+    greeks = greeks_table(usable)
+    t = _lap(timings, "greeks", t)
     settled = broker.settle_expirations(day, spots, run_id)
+    t = _lap(timings, "settlement", t)
     cands = build_candidates(greeks, strategy)
+    t = _lap(timings, "candidates", t)
     actions = manage_positions(broker, day, greeks, cands, cfg.rulebook, run_id)
+    t = _lap(timings, "management", t)
     hist = book_history(wh, account, day, "backtest_days")
     nlv = float(hist["nlv"].iloc[-1]) if len(hist) else broker.cash(DEPOSIT_DATE)
     profile = get_profile(cfg.risk_profile)
@@ -107,9 +126,12 @@ def replay_day(wh: Warehouse, source, day: dt.date, account: str, cfg: BacktestC
         # the limit accepts the slippage the fill model charges: less credit, more debit
         sign = signals["direction"].map({"credit": -1.0, "debit": 1.0})
         signals = signals.assign(entry_price=(signals["entry_price"] + sign * cfg.slippage).round(2))
+    t = _lap(timings, "signals", t)
     book, _, _ = close_book(broker, wh, day, greeks, before_orders=True, history_table="backtest_days")
     decisions = check_signals(signals, book, profile, cfg.risk_level, day, cfg.commission_per_contract)
+    t = _lap(timings, "safety checks", t)
     orders = place_accepted(decisions, broker, greeks, day, run_id)
+    t = _lap(timings, "orders", t)
     _, _, summary = close_book(broker, wh, day, greeks, history_table="backtest_days")
     row = {"account": account, "trade_date": day, "nlv": summary["nlv"], "cash": summary["cash"],
            "positions_value": summary["positions_value"], "open_positions": summary["open_positions"],
@@ -122,6 +144,7 @@ def replay_day(wh: Warehouse, source, day: dt.date, account: str, cfg: BacktestC
         (f"INSERT INTO backtest_days ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
          [row[c] for c in cols]),
     ])
+    _lap(timings, "book", t)
     return row
 
 
@@ -138,9 +161,9 @@ def reset_account(wh: Warehouse, account: str) -> None:
 
 
 def run_backtest(wh: Warehouse, source, days: list[dt.date], cfg: BacktestConfig, run_id: str = "",
-                 backtest_id: str | None = None) -> tuple[str, pd.DataFrame]:
+                 backtest_id: str | None = None, timings: dict | None = None) -> tuple[str, pd.DataFrame]:
     """Replay ``days`` (NYSE sessions, replayed in date order) on the backtest's own account;
-    returns (account, the days' rows)."""
+    returns (account, the days' rows). ``timings``, when given, accumulates seconds per step."""
     if not days:
         raise ValueError("a backtest needs at least one trading day")
     days = sorted(days)
@@ -149,7 +172,7 @@ def run_backtest(wh: Warehouse, source, days: list[dt.date], cfg: BacktestConfig
     rows = []
     for d in days:
         with wh.session():  # one connection per day: the day's ~20 warehouse calls share it
-            rows.append(replay_day(wh, source, d, account, cfg, run_id))
+            rows.append(replay_day(wh, source, d, account, cfg, run_id, timings))
     return account, pd.DataFrame(rows)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from functools import lru_cache
 
@@ -21,9 +22,23 @@ def _nyse():
     return mcal.get_calendar("NYSE")
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=None)
+def _year(year: int) -> pd.DataFrame:
+    """The NYSE schedule of one calendar year (computed once per process: building a schedule
+    costs ~40 ms whatever its length, and a backtest asks about every day many times)."""
+    return _nyse().schedule(start_date=dt.date(year, 1, 1), end_date=dt.date(year, 12, 31))
+
+
+@lru_cache(maxsize=None)
+def _year_days(year: int) -> tuple[tuple[dt.date, ...], frozenset[dt.date]]:
+    days = tuple(d.date() for d in _year(year).index)
+    return days, frozenset(days)
+
+
 def _schedule(start: dt.date, end: dt.date) -> pd.DataFrame:
-    return _nyse().schedule(start_date=start, end_date=end)
+    frames = [_year(y) for y in range(start.year, end.year + 1)]
+    sched = frames[0] if len(frames) == 1 else pd.concat(frames)
+    return sched.loc[pd.Timestamp(start):pd.Timestamp(end)]
 
 
 def _to_date(value) -> dt.date:
@@ -42,12 +57,16 @@ def trading_days(start, end) -> list[dt.date]:
     start, end = _to_date(start), _to_date(end)
     if end < start:
         return []
-    return [d.date() for d in _schedule(start, end).index]
+    out: list[dt.date] = []
+    for year in range(start.year, end.year + 1):
+        days = _year_days(year)[0]
+        out.extend(days[bisect.bisect_left(days, start):bisect.bisect_right(days, end)])
+    return out
 
 
 def is_trading_day(day) -> bool:
     day = _to_date(day)
-    return len(_schedule(day, day)) == 1
+    return day in _year_days(day.year)[1]
 
 
 def require_trading_day(day) -> dt.date:
@@ -60,12 +79,12 @@ def require_trading_day(day) -> dt.date:
 def session_close(day) -> pd.Timestamp:
     """Close of the session (16:00, or 13:00 on half days), tz-aware New York time."""
     day = require_trading_day(day)
-    return _schedule(day, day)["market_close"].iloc[0].tz_convert(NY)
+    return _year(day.year).at[pd.Timestamp(day), "market_close"].tz_convert(NY)
 
 
 def session_open(day) -> pd.Timestamp:
     day = require_trading_day(day)
-    return _schedule(day, day)["market_open"].iloc[0].tz_convert(NY)
+    return _year(day.year).at[pd.Timestamp(day), "market_open"].tz_convert(NY)
 
 
 def latest_completed_trading_day(now: pd.Timestamp | dt.datetime | None = None) -> dt.date:

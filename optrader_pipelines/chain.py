@@ -64,13 +64,41 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
         else:
             raise ChainError(f"chain is missing required column {col!r}")
     for col in ("quote_date", "expiration"):
-        out[col] = pd.to_datetime(out[col]).astype("datetime64[ns]")
+        # a naive datetime64 column only changes unit; anything else is parsed
+        ready = pd.api.types.is_datetime64_dtype(out[col]) and not isinstance(out[col].dtype, pd.DatetimeTZDtype)
+        out[col] = (out[col] if ready else pd.to_datetime(out[col])).astype("datetime64[ns]")
     for col in ("volume", "open_interest", "multiplier"):
         out[col] = out[col].astype("int64")
     for col, dtype in CHAIN_COLUMNS.items():
         if dtype == "float64":
             out[col] = out[col].astype("float64")
     return out.reset_index(drop=True)
+
+
+def as_text(values, fmt=str) -> np.ndarray:
+    """``fmt`` of each value as an object array, formatting each distinct value once (a chain
+    column has few distinct expirations, strikes or roots among thousands of rows)."""
+    codes, uniques = pd.factorize(pd.Series(values), use_na_sentinel=False)
+    return np.asarray([fmt(u) for u in uniques] + [""], dtype=object)[:-1][codes]
+
+
+def _iso(value) -> str:
+    return pd.Timestamp(value).date().isoformat()
+
+
+def iso_dates(values) -> np.ndarray:
+    """'YYYY-MM-DD' for a column of dates (datetime64, dates, timestamps or ISO strings)."""
+    return as_text(values, _iso)
+
+
+def contract_index(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``columns`` of a chain indexed by (underlying, expiration 'YYYY-MM-DD', strike, option type),
+    the keys a position's legs carry; the first row of a duplicated contract."""
+    idx = pd.MultiIndex.from_arrays(
+        [frame["underlying"].to_numpy(), iso_dates(frame["expiration"]), frame["strike"].to_numpy(float),
+         frame["option_type"].to_numpy()], names=["underlying", "_exp", "strike", "option_type"])
+    out = pd.DataFrame({c: frame[c].to_numpy() for c in columns}, index=idx)
+    return out[~out.index.duplicated()]
 
 
 @dataclass

@@ -12,6 +12,7 @@ import pandas as pd
 from . import audit
 from . import calendar as cal
 from .broker import DEPOSIT_DATE, OrderRequest, PaperBroker
+from .chain import iso_dates
 from .management import DECISION_COLUMNS, RuleBook, evaluate_book, leg_quotes
 from .portfolio import mark_positions
 from .risk import BookState, idempotency_key
@@ -127,8 +128,10 @@ def manage_positions(broker: PaperBroker, day: dt.date, greeks: pd.DataFrame, ca
     decisions = evaluate_book(mark_positions(book, greeks), greeks, day, rulebook, candidates)
     out = decisions.assign(order_id=None, order_status="none", fill_price=np.nan, realized_pnl=np.nan,
                            already_placed=False)
-    g = greeks.assign(_exp=pd.to_datetime(greeks["expiration"]).dt.strftime("%Y-%m-%d"))
-    for i, d in out[out["action"].isin(["close", "roll"])].iterrows():
+    closing = out[out["action"].isin(["close", "roll"])]
+    g = greeks[greeks["underlying"].isin(closing["underlying"].unique())]
+    g = g.assign(_exp=iso_dates(g["expiration"]))
+    for i, d in closing.iterrows():
         key = idempotency_key(broker.account, day, f"manage:{d['position_id']}:{d['rule']}")
         rows = g[g["underlying"] == d["underlying"]]
         quotes = {(e, float(k), t): (float(b), float(a)) for e, k, t, b, a in

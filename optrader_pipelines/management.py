@@ -33,6 +33,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from .chain import contract_index
+
 ACTIONS = ("hold", "close", "roll")
 RULES = ("stop_loss", "profit_target", "tested", "time_exit")
 _EPS = 1e-9  # marks are in cents: this only absorbs float rounding at an exact threshold
@@ -136,9 +138,7 @@ class Decision:
 def leg_quotes(greeks: pd.DataFrame) -> pd.DataFrame:
     """The day's quotes indexed by (underlying, expiration 'YYYY-MM-DD', strike, option type):
     delta, bid, ask, mid; the first row of a duplicated contract."""
-    g = greeks.assign(_exp=pd.to_datetime(greeks["expiration"]).dt.strftime("%Y-%m-%d"))
-    idx = g.set_index(["underlying", "_exp", "strike", "option_type"])[["delta", "bid", "ask", "mid"]]
-    return idx[~idx.index.duplicated()]
+    return contract_index(greeks, ["delta", "bid", "ask", "mid"])
 
 
 def tested_legs(position, legs: list[dict], quotes: pd.DataFrame, spot: float | None, rules: ManagementRules

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from .chain import contract_index
 from .risk import expiry_pnl_per_share
 
 MARK_COLUMNS = ["mark_value", "unrealized_pnl", "mark_source", "delta", "gamma", "theta", "vega"]
@@ -21,10 +22,8 @@ def mark_positions(positions: pd.DataFrame, greeks: pd.DataFrame) -> pd.DataFram
     """
     if positions.empty:
         return positions.assign(**{c: pd.Series(dtype="float64") for c in MARK_COLUMNS}).astype({"mark_source": "object"})
-    g = greeks.copy()
-    g["_exp"] = pd.to_datetime(g["expiration"]).dt.strftime("%Y-%m-%d")
-    quotes = g.set_index(["underlying", "_exp", "strike", "option_type"])
-    quotes = quotes[~quotes.index.duplicated()]
+    g = greeks[greeks["underlying"].isin(positions["underlying"].unique())]
+    quotes = contract_index(g, ["mid", "delta", "gamma", "theta", "vega"])
     spots = g.groupby("underlying")["underlying_price"].first()
     out = []
     for p in positions.itertuples(index=False):

@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr
 
+from .chain import as_text, iso_dates
+
 STRATEGIES = ("bull_put_credit", "bear_call_credit", "bull_call_debit", "bear_put_debit", "iron_condor")
 
 
@@ -113,11 +115,6 @@ def _pairs(legs: pd.DataFrame, cfg: StrategyConfig) -> pd.DataFrame:
     return p[(p["width"] > 0) & (p["width"] <= cfg.max_width_pct * p["underlying_price"])]
 
 
-def _leg(symbol, expiration, strike, option_type, side) -> dict:
-    return {"option_symbol": symbol, "expiration": pd.Timestamp(expiration).date().isoformat(),
-            "strike": float(strike), "option_type": option_type, "side": int(side)}
-
-
 def _verticals(p: pd.DataFrame, cfg: StrategyConfig) -> list[pd.DataFrame]:
     f = cfg.fill_fraction
     out = []
@@ -189,18 +186,27 @@ def _verticals(p: pd.DataFrame, cfg: StrategyConfig) -> list[pd.DataFrame]:
     return out
 
 
-def _legs_json(rows: pd.DataFrame) -> list[str]:
-    out = []
-    for r in rows.itertuples(index=False):
-        legs = []
-        for kind, otype in (("short_put", "P"), ("long_put", "P"), ("short_call", "C"), ("long_call", "C")):
-            k = getattr(r, kind)
-            if k == k:  # not NaN
-                side = -1 if kind.startswith("short") else 1
-                sym = getattr(r, f"{kind}_symbol")
-                legs.append(_leg(sym, r.expiration, k, otype, side))
-        out.append(json.dumps(legs, sort_keys=True))
-    return out
+_LEG_KINDS = (("short_put", "P", -1), ("long_put", "P", 1), ("short_call", "C", -1), ("long_call", "C", 1))
+
+
+def _legs_json(rows: pd.DataFrame) -> np.ndarray:
+    """Each candidate's legs as the JSON the broker and the ledger read: what ``json.dumps(legs,
+    sort_keys=True)`` gives for the list of ``{"expiration": "YYYY-MM-DD", "option_symbol",
+    "option_type", "side": -1 short / 1 long, "strike": float}`` (short put, long put, short call,
+    long call; absent legs left out), built column-wise (each distinct symbol and strike is
+    encoded once)."""
+    exp = iso_dates(rows["expiration"])
+    out = np.full(len(rows), "", dtype=object)
+    for kind, otype, side in _LEG_KINDS:
+        k = rows[kind].to_numpy(dtype=float)
+        present = ~np.isnan(k)
+        if not present.any():
+            continue
+        text = ('{"expiration": "' + exp + '", "option_symbol": ' + as_text(rows[f"{kind}_symbol"], json.dumps)
+                + f', "option_type": "{otype}", "side": {side}, "strike": '
+                + as_text(rows[kind], lambda v: json.dumps(float(v))) + "}")
+        out = np.where(present, np.where(out == "", text, out + ", " + text), out)
+    return "[" + out + "]"
 
 
 def _condors(credit: pd.DataFrame, cfg: StrategyConfig) -> pd.DataFrame:
@@ -251,9 +257,10 @@ def _finish(df: pd.DataFrame) -> pd.DataFrame:
     edge = np.clip(0.5 + 2 * df["expected_value"] / df["max_loss"], 0, 1)
     df["score"] = 100 * (0.40 * edge + 0.25 * df["pop"] + 0.15 * np.minimum(df["return_on_risk"], 1.0)
                          + 0.20 * df["liquidity"])
-    strikes = df[["long_put", "short_put", "short_call", "long_call"]].round(4).astype(str).agg("/".join, axis=1)
-    df["candidate_id"] = (df["underlying"] + "|" + pd.to_datetime(df["expiration"]).dt.strftime("%Y-%m-%d")
-                          + "|" + df["strategy"] + "|" + strikes)
+    strikes = [as_text(df[c].round(4)) for c in ("long_put", "short_put", "short_call", "long_call")]
+    df["candidate_id"] = (df["underlying"].to_numpy(dtype=object) + "|" + iso_dates(df["expiration"]) + "|"
+                          + df["strategy"].to_numpy(dtype=object) + "|" + strikes[0] + "/" + strikes[1] + "/"
+                          + strikes[2] + "/" + strikes[3])
     df["legs"] = _legs_json(df)
     return df
 

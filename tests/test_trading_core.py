@@ -39,6 +39,27 @@ def test_candidates_have_consistent_payoffs(candidates):
     assert len(json.loads(condor.legs)) == 4
 
 
+def test_candidate_legs_and_ids_are_the_rows_own_json(candidates):
+    """The column-wise legs JSON and candidate id are exactly what the row gives one at a time."""
+    for r in candidates.itertuples():
+        legs = []
+        for kind, otype in (("short_put", "P"), ("long_put", "P"), ("short_call", "C"), ("long_call", "C")):
+            k = getattr(r, kind)
+            if k == k:
+                legs.append({"option_symbol": None, "expiration": pd.Timestamp(r.expiration).date().isoformat(),
+                             "strike": float(k), "option_type": otype, "side": -1 if kind.startswith("short") else 1})
+        got = json.loads(r.legs)
+        for leg, g in zip(legs, got):
+            leg["option_symbol"] = g["option_symbol"]
+            assert g["option_symbol"].startswith(g["option_symbol"][:6]) and len(g["option_symbol"]) == 21
+            assert g["option_symbol"][6:12] == pd.Timestamp(r.expiration).strftime("%y%m%d")
+            assert g["option_symbol"][12] == leg["option_type"]
+            assert int(g["option_symbol"][13:]) == round(leg["strike"] * 1000)
+        assert r.legs == json.dumps(legs, sort_keys=True)
+        strikes = "/".join(str(round(float(getattr(r, c)), 4)) for c in ("long_put", "short_put", "short_call", "long_call"))
+        assert r.candidate_id == f"{r.underlying}|{pd.Timestamp(r.expiration):%Y-%m-%d}|{r.strategy}|{strikes}"
+
+
 def test_pop_is_the_lognormal_probability_beyond_breakeven(candidates, small_greeks):
     from scipy.stats import norm
 

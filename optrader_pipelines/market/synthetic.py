@@ -288,8 +288,8 @@ class SyntheticMarket(MarketSource):
     def load_chain(self, day: dt.date) -> ChainLoad:
         day = cal.require_trading_day(day)
         r = risk_free_rate(day)
-        frames = [self._chain_for(underlying_for(sym), day, r) for sym in self.universe]
-        chain = conform(pd.concat(frames, ignore_index=True))
+        grids = [self._grid(underlying_for(sym), day, r) for sym in self.universe]
+        chain = conform(pd.concat(self._frames(grids, day, r), ignore_index=True))
         return ChainLoad(chain=chain, drops=DropLog(), sources=[f"synthetic(seed={self.seed})"])
 
     def intraday_quotes(self, legs: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
@@ -343,12 +343,32 @@ class SyntheticMarket(MarketSource):
         at = at.tz_localize(cal.NY) if at.tzinfo is None else at.tz_convert(cal.NY)
         day = cal.require_trading_day(at.date())
         spot = round(intraday_spot(self.seed, symbol, at), 2)
-        return conform(self._chain_for(underlying_for(symbol), day, risk_free_rate(day), spot=spot))
+        r = risk_free_rate(day)
+        return conform(self._frames([self._grid(underlying_for(symbol), day, r, spot=spot)], day, r)[0])
 
-    def _chain_for(self, und: Underlying, day: dt.date, r: float, spot: float | None = None) -> pd.DataFrame:
+    def _frames(self, grids: list[dict], day: dt.date, r: float) -> list[pd.DataFrame]:
+        """The quoted chains of the underlyings' grids: model values (BSM for indexes; for
+        equities and ETFs the engine's American model, all names in one batch), then quotes."""
+        american = [g for g in grids if not g["und"].index]
+        if american:
+            cat = {k: np.concatenate([g[k] for g in american]) for k in ("strike", "t", "iv", "is_call")}
+            spots = np.concatenate([np.full(len(g["strike"]), g["spot"]) for g in american])
+            qs = np.concatenate([np.full(len(g["strike"]), g["und"].dividend_yield) for g in american])
+            theo = american_price(spots, cat["strike"], cat["t"], r, qs, cat["iv"], cat["is_call"])
+            ends = np.cumsum([len(g["strike"]) for g in american])
+            for g, part in zip(american, np.split(theo, ends[:-1])):
+                g["theo"] = part
+        for g in grids:
+            if g["und"].index:
+                g["theo"] = bsm_price_numpy(g["spot"], g["strike"], g["t"], r, g["und"].dividend_yield, g["iv"],
+                                            g["is_call"])
+        return [self._frame(g, day, r) for g in grids]
+
+    def _grid(self, und: Underlying, day: dt.date, r: float, spot: float | None = None) -> dict:
+        """One underlying's listed contracts on ``day`` (expirations, strikes, calls and puts) with
+        their implied vols from the day's surface: everything but the model values and quotes."""
         spot = round(spot_on(self.seed, und.symbol, day), 2) if spot is None else spot
         q = und.dividend_yield
-        rng = _rng(self.seed, f"{und.symbol}|{day.isoformat()}", 0)
         exps = expirations(day, und.weeklies)
         exp_idx, t_parts, strike_parts = [], [], []
         for i, exp in enumerate(exps):
@@ -377,10 +397,13 @@ class SyntheticMarket(MarketSource):
         fwd = spot * np.exp((r - q) * t)
         k = np.log(strike / fwd)
         iv = self.surface(und, day, k, t)
-        if und.index:
-            theo = bsm_price_numpy(spot, strike, t, r, q, iv, is_call)
-        else:  # American exercise: the engine's American model, never below intrinsic
-            theo = american_price(spot, strike, t, r, q, iv, is_call)
+        return {"und": und, "spot": spot, "exps": exps, "exp_i": exp_i, "t": t, "strike": strike,
+                "is_call": is_call, "k": k, "iv": iv}
+
+    def _frame(self, g: dict, day: dt.date, r: float) -> pd.DataFrame:
+        und, spot, exps, exp_i, theo = g["und"], g["spot"], g["exps"], g["exp_i"], g["theo"]
+        t, strike, is_call, k, iv, q = g["t"], g["strike"], g["is_call"], g["k"], g["iv"], und.dividend_yield
+        rng = _rng(self.seed, f"{und.symbol}|{day.isoformat()}", 0)
         bid, ask = _bid_ask(und, theo, k, iv, t)
         z = np.abs(k) / (iv * np.sqrt(t))
         base_oi = 4000 * und.liquidity * np.exp(-0.5 * z * z) * np.exp(-t)

@@ -152,6 +152,7 @@ _VALUE = {"qdfp": _qdfp_value_with(_qdfp.ENGINE), "qdfp_quantlib": _qdfp_value_w
           "bs2002": _bs2002_value}
 METHODS = tuple(_VALUE)
 _PAD = [100.0, 100.0, 1.0, 0.05, 0.02, 0.2, True]
+CPU_SLICE = 4_096  # contracts per kernel call on the CPU (the runtime's smallest padded size)
 
 
 def _price_kernel(method):
@@ -163,6 +164,7 @@ def _price_kernel(method):
 
     kernel.__name__ = f"american_price_{method}"
     kernel.chunk = 512 if method.startswith("qdfp") else 4096
+    kernel.cpu_slice = CPU_SLICE
     return kernel
 
 
@@ -216,6 +218,7 @@ def _greeks_kernel(method):
 
     kernel.__name__ = f"american_greeks_{method}"
     kernel.chunk = 256 if method.startswith("qdfp") else 2048
+    kernel.cpu_slice = CPU_SLICE
     return kernel
 
 
@@ -348,6 +351,7 @@ def _iv_kernel(method):
 
     kernel.__name__ = f"american_iv_{method}"
     kernel.chunk = 256 if method.startswith("qdfp") else 4096
+    kernel.cpu_slice = CPU_SLICE
     return kernel
 
 
