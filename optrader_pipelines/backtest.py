@@ -70,15 +70,17 @@ def _broker(wh: Warehouse, account: str, cfg: BacktestConfig) -> PaperBroker:
     return PaperBroker(wh, account, cfg.fill_fraction, cfg.commission_per_contract, cfg.starting_cash, cfg.slippage)
 
 
-def usable_contracts(chain: pd.DataFrame, day: dt.date, max_dte: int, open_positions: pd.DataFrame) -> pd.DataFrame:
-    """The part of a day's chain the replay can use, so that it prices only that: expirations up to
-    ``max_dte`` calendar days out (no strategy opens beyond, and held positions only age) and every
-    expiration of an open position (marks, management, settlement). The daily run's
-    ``option_greeks`` still prices the whole chain."""
-    exp = pd.to_datetime(chain["expiration"])
-    keep = exp <= pd.Timestamp(day) + pd.Timedelta(days=max_dte)
+def usable_contracts(chain: pd.DataFrame, day: dt.date, dte_range: tuple[int, int], open_positions: pd.DataFrame
+                     ) -> pd.DataFrame:
+    """The part of a day's chain the replay can use, so that it prices only that: expirations
+    ``dte_range`` (min, max) calendar days out, where the strategies open trades, and every
+    expiration of an open position (marks, management, settlement). Whole expirations are kept or
+    left out, so the per-expiry figures (parity forward, at-the-money IV) are those of the full
+    chain. The daily run's ``option_greeks`` still prices the whole chain."""
+    dte = (pd.to_datetime(chain["expiration"], cache=False) - pd.Timestamp(day)).dt.days
+    keep = dte.between(*dte_range)
     if len(open_positions):
-        keep |= exp.isin(pd.to_datetime(open_positions["expiration"]).unique())
+        keep |= chain["expiration"].isin(pd.to_datetime(open_positions["expiration"], cache=False).unique())
     return chain[keep.to_numpy()].reset_index(drop=True)
 
 
@@ -99,10 +101,12 @@ def replay_day(wh: Warehouse, source, day: dt.date, account: str, cfg: BacktestC
     wh.ensure_ledger()
     broker = _broker(wh, account, cfg)
     strategy = StrategyConfig(fill_fraction=cfg.fill_fraction, commission_per_contract=cfg.commission_per_contract)
-    chain = source.load_chain(day).chain
+    held = broker.open_positions(day, before_orders=True)
+    held_dte = (pd.to_datetime(held["expiration"], cache=False) - pd.Timestamp(day)).dt.days.max() if len(held) else 0
+    chain = source.load_chain(day, max_dte=max(strategy.max_dte, int(held_dte))).chain
     t = _lap(timings, "chain", t)
     spots = chain.groupby("underlying")["underlying_price"].first().astype(float).to_dict()
-    usable = usable_contracts(chain, day, strategy.max_dte, broker.open_positions(day, before_orders=True))
+    usable = usable_contracts(chain, day, (strategy.min_dte, strategy.max_dte), held)
     t = _lap(timings, "book", t)
     greeks = greeks_table(usable)
     t = _lap(timings, "greeks", t)

@@ -631,19 +631,20 @@ class TastytradeMarket(MarketSource):
         self.max_dte, self.strikes_per_side = max_dte, strikes_per_side
         self.now = now
 
-    def load_chain(self, day: dt.date) -> ChainLoad:
+    def load_chain(self, day: dt.date, max_dte: int | None = None) -> ChainLoad:
         latest = cal.latest_completed_trading_day(self.now() if self.now else None)
         if day < latest:
             raise ChainError(f"tastytrade serves live quotes only; {day.isoformat()} is past (latest session "
                              f"{latest.isoformat()}): backtest with OPTRADER_MARKET=files")
         drops = DropLog()
         frames = []
+        horizon = self.max_dte if max_dte is None else min(self.max_dte, max_dte)
         for symbol in self.universe:
-            frames.append(self._one(symbol, day, drops))
+            frames.append(self._one(symbol, day, drops, horizon))
         chain = conform(pd.concat(frames, ignore_index=True))
         return ChainLoad(chain, drops, [f"tastytrade:{s}" for s in self.universe])
 
-    def _one(self, symbol: str, day: dt.date, drops: DropLog) -> pd.DataFrame:
+    def _one(self, symbol: str, day: dt.date, drops: DropLog, max_dte: int) -> pd.DataFrame:
         chains = self.client.nested_chain(symbol)
         if not chains:
             raise ChainError(f"tastytrade returned no option chain for {symbol}")
@@ -656,7 +657,7 @@ class TastytradeMarket(MarketSource):
         for ch in chains:
             for exp in ch.expirations:
                 dte = (exp.expiration_date - day).days
-                if dte < 0 or dte > self.max_dte:
+                if dte < 0 or dte > max_dte:
                     continue
                 strikes = sorted(exp.strikes, key=lambda s: abs(float(s.strike_price) - spot))[:2 * self.strikes_per_side]
                 for s in strikes:

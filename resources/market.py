@@ -18,7 +18,8 @@ class MarketResource(dg.ConfigurableResource):
     """Where the day's option chains come from."""
 
     @abstractmethod
-    def load_chain(self, day: dt.date) -> ChainLoad: ...
+    def load_chain(self, day: dt.date, max_dte: int | None = None) -> ChainLoad:
+        """The day's chain (see ``optrader_pipelines.market.MarketSource.load_chain``)."""
 
     @property
     @abstractmethod
@@ -37,8 +38,8 @@ class SyntheticMarketResource(MarketResource):
     universe: list[str] = []
     strikes_per_side: int = 20
 
-    def load_chain(self, day: dt.date) -> ChainLoad:
-        return SyntheticMarket(tuple(self.universe), self.seed, self.strikes_per_side).load_chain(day)
+    def load_chain(self, day: dt.date, max_dte: int | None = None) -> ChainLoad:
+        return SyntheticMarket(tuple(self.universe), self.seed, self.strikes_per_side).load_chain(day, max_dte)
 
     def intraday(self) -> SyntheticMarket:
         return SyntheticMarket(tuple(self.universe), self.seed, self.strikes_per_side)
@@ -55,8 +56,8 @@ class FilesMarketResource(MarketResource):
     universe: list[str] = []
     risk_free_rate: float = 0.02
 
-    def load_chain(self, day: dt.date) -> ChainLoad:
-        return FilesMarket(self.history_dir, tuple(self.universe), self.risk_free_rate).load_chain(day)
+    def load_chain(self, day: dt.date, max_dte: int | None = None) -> ChainLoad:
+        return FilesMarket(self.history_dir, tuple(self.universe), self.risk_free_rate).load_chain(day, max_dte)
 
     @property
     def label(self) -> str:
@@ -73,13 +74,13 @@ class TastytradeMarketResource(MarketResource):
     max_dte: int = 70
     strikes_per_side: int = 10
 
-    def load_chain(self, day: dt.date) -> ChainLoad:
+    def load_chain(self, day: dt.date, max_dte: int | None = None) -> ChainLoad:
         from optrader_pipelines.tastytrade import TastytradeMarket
 
         client = self.credentials.client()
         try:
             return TastytradeMarket(client, tuple(self.universe), self.risk_free_rate, self.max_dte,
-                                    self.strikes_per_side).load_chain(day)
+                                    self.strikes_per_side).load_chain(day, max_dte)
         finally:
             client.close()
 

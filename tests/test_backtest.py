@@ -75,10 +75,10 @@ def test_an_interrupted_backtest_resumed_ends_with_the_same_book(first, tmp_path
     real = source.load_chain
     fail_on = DAYS[4]
 
-    def flaky(day):
+    def flaky(day, max_dte=None):
         if day == fail_on:
             raise RuntimeError("injected failure")
-        return real(day)
+        return real(day, max_dte)
 
     monkeypatch.setattr(source, "load_chain", flaky)
     with pytest.raises(RuntimeError, match="injected"):
@@ -150,11 +150,12 @@ def test_the_replay_prices_only_the_contracts_it_can_use():
     from optrader_pipelines.backtest import usable_contracts
 
     day = dt.date(2024, 3, 1)
-    exps = pd.to_datetime(["2024-03-01", "2024-03-15", "2024-04-30", "2024-06-21", "2024-12-20"])
+    exps = pd.to_datetime(["2024-03-08", "2024-03-15", "2024-04-30", "2024-06-21", "2024-12-20"])
     chain = pd.DataFrame({"expiration": exps.repeat(2), "strike": [100.0, 105.0] * 5})
     none = pd.DataFrame({"expiration": pd.Series([], dtype="datetime64[ns]")})
-    kept = usable_contracts(chain, day, 60, none)
-    assert sorted(kept["expiration"].unique()) == list(exps[:3])  # 0, 14 and 60 days out
-    held = pd.DataFrame({"expiration": [dt.date(2024, 6, 21)]})  # an open position beyond the window
-    kept = usable_contracts(chain, day, 60, held)
+    kept = usable_contracts(chain, day, (14, 60), none)
+    assert sorted(kept["expiration"].unique()) == list(exps[1:3])  # 14 and 60 days out, not 7
+    # open positions keep their expirations, inside the window's near end or beyond its far end
+    held = pd.DataFrame({"expiration": [dt.date(2024, 6, 21), dt.date(2024, 3, 8)]})
+    kept = usable_contracts(chain, day, (14, 60), held)
     assert sorted(kept["expiration"].unique()) == list(exps[:4]) and len(kept) == 8

@@ -114,8 +114,8 @@ def test_the_book_carries_to_the_next_trading_day(first_run):
 class CrossedMarket(MarketResource):
     """A feed that returns one crossed quote the loader did not catch."""
 
-    def load_chain(self, day):
-        load = SyntheticMarketResource(universe=["XLF"], strikes_per_side=6).load_chain(day)
+    def load_chain(self, day, max_dte=None):
+        load = SyntheticMarketResource(universe=["XLF"], strikes_per_side=6).load_chain(day, max_dte)
         chain = load.chain.copy()
         chain.loc[0, "bid"] = chain.loc[0, "ask"] + 1.0
         return ChainLoad(chain, load.drops, load.sources)

@@ -28,6 +28,32 @@ def test_synthetic_chain_is_deterministic_and_realistic(small_chain):
     assert set(spx["exercise_style"]) == {"E"} and set(spx["settlement"]) == {"cash"}
 
 
+def test_a_chain_up_to_max_dte_is_the_full_chains_rows(small_chain):
+    """A backtest asks only for expirations it can use; each row kept is the full chain's row
+    (same quotes, open interest and volume), for the synthetic market and vendor files alike."""
+    dte = (small_chain["expiration"] - small_chain["quote_date"]).dt.days
+    near = SyntheticMarket(tuple(SMALL_UNIVERSE), seed=7, strikes_per_side=12).load_chain(DAY, max_dte=45).chain
+    expected = small_chain[(dte <= 45).to_numpy()].reset_index(drop=True)
+    assert 0 < len(near) < len(small_chain)
+    pd.testing.assert_frame_equal(near, expected)
+    spx = SyntheticMarket(("SPX",), seed=7, strikes_per_side=8)
+    full = spx.load_chain(DAY).chain
+    part = spx.load_chain(DAY, max_dte=20).chain
+    pd.testing.assert_frame_equal(part, full[((full["expiration"] - full["quote_date"]).dt.days <= 20).to_numpy()]
+                                  .reset_index(drop=True))
+
+
+def test_vendor_files_up_to_max_dte(shared_data):
+    m = FilesMarket(shared_data)
+    for day in (dt.date(2011, 1, 3), dt.date(2016, 1, 5)):  # SPX European; DeltaNeutral American
+        full = m.load_chain(day)
+        part = m.load_chain(day, max_dte=50)
+        dte = (full.chain["expiration"] - full.chain["quote_date"]).dt.days
+        assert 0 < len(part.chain) < len(full.chain)
+        pd.testing.assert_frame_equal(part.chain, full.chain[(dte <= 50).to_numpy()].reset_index(drop=True))
+        assert part.drops.total <= full.drops.total  # only the rows asked for are checked
+
+
 def test_synthetic_surface_has_skew_and_spreads_widen_away_from_the_money(small_greeks):
     g = small_greeks[(small_greeks["underlying"] == "SPY") & (small_greeks["iv_status"] == "ok")]
     exp = sorted(g["expiration"].unique())[4]

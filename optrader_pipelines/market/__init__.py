@@ -24,5 +24,16 @@ class MarketSource(ABC):
     name: str = "abstract"
 
     @abstractmethod
-    def load_chain(self, day: dt.date) -> ChainLoad:
-        """Return the end-of-day chain for ``day``; raise ChainError naming what is wrong."""
+    def load_chain(self, day: dt.date, max_dte: int | None = None) -> ChainLoad:
+        """Return the end-of-day chain for ``day``; raise ChainError naming what is wrong.
+
+        ``max_dte`` leaves out the expirations more than that many calendar days out (a backtest
+        asks only for what it can trade or holds); every row kept is the row the full chain has."""
+
+
+def within_dte(chain: pd.DataFrame, day: dt.date, max_dte: int | None) -> pd.DataFrame:
+    """The rows of ``chain`` expiring at most ``max_dte`` calendar days after ``day`` (all when None)."""
+    if max_dte is None:
+        return chain
+    dte = (pd.to_datetime(chain["expiration"], cache=False) - pd.Timestamp(day)).dt.days
+    return chain[(dte <= max_dte).to_numpy()]

@@ -28,7 +28,7 @@ import pandas as pd
 from .. import calendar as cal
 from ..chain import ChainError, DropLog, conform, drop_bad_quotes
 from ..pricing.forwards import dividend_yield_from_forward, implied_dividend_yields
-from . import ChainLoad, MarketSource
+from . import ChainLoad, MarketSource, within_dte
 
 INDEX_ROOTS = {
     "SPX": "SPX", "SPXW": "SPX", "SPXPM": "SPX", "XSP": "XSP", "NDX": "NDX", "NDXP": "NDX",
@@ -326,7 +326,7 @@ class FilesMarket(MarketSource):
                 dates.update(d.date() for d in parse_file(p)[1]["quote_date"].unique())
         return sorted(dates)
 
-    def load_chain(self, day: dt.date) -> ChainLoad:
+    def load_chain(self, day: dt.date, max_dte: int | None = None) -> ChainLoad:
         day = cal.require_trading_day(day)
         files = self.files()
         drops = DropLog()
@@ -349,6 +349,7 @@ class FilesMarket(MarketSource):
                 raise ChainError(f"OPTRADER_UNIVERSE symbols with no chain on {day.isoformat()} in "
                                  f"{self.history_dir}: {', '.join(missing)}")
             chain = chain[chain["underlying"].isin(self.universe)]
+        chain = within_dte(chain, day, max_dte)
         for src, part in chain.groupby("source", sort=False):
             kept = drop_bad_quotes(part, drops, src)
             chain = chain.drop(part.index.difference(kept.index))

@@ -285,10 +285,10 @@ class SyntheticMarket(MarketSource):
         smile = 1.0 + skew * z + 0.025 * z * z
         return np.maximum(atm * smile, 0.3 * atm)
 
-    def load_chain(self, day: dt.date) -> ChainLoad:
+    def load_chain(self, day: dt.date, max_dte: int | None = None) -> ChainLoad:
         day = cal.require_trading_day(day)
         r = risk_free_rate(day)
-        grids = [self._grid(underlying_for(sym), day, r) for sym in self.universe]
+        grids = [self._grid(underlying_for(sym), day, r, max_dte=max_dte) for sym in self.universe]
         chain = conform(pd.concat(self._frames(grids, day, r), ignore_index=True))
         return ChainLoad(chain=chain, drops=DropLog(), sources=[f"synthetic(seed={self.seed})"])
 
@@ -364,9 +364,12 @@ class SyntheticMarket(MarketSource):
                                             g["is_call"])
         return [self._frame(g, day, r) for g in grids]
 
-    def _grid(self, und: Underlying, day: dt.date, r: float, spot: float | None = None) -> dict:
+    def _grid(self, und: Underlying, day: dt.date, r: float, spot: float | None = None,
+              max_dte: int | None = None) -> dict:
         """One underlying's listed contracts on ``day`` (expirations, strikes, calls and puts) with
-        their implied vols from the day's surface: everything but the model values and quotes."""
+        their implied vols from the day's surface: everything but the model values and quotes.
+        ``keep`` marks those within ``max_dte``: the arrays hold only those, and the quote noise is
+        drawn for the full grid, so a kept row is the full chain's row."""
         spot = round(spot_on(self.seed, und.symbol, day), 2) if spot is None else spot
         q = und.dividend_yield
         exps = expirations(day, und.weeklies)
@@ -396,9 +399,11 @@ class SyntheticMarket(MarketSource):
         is_call = np.arange(len(strike)) < n_half
         fwd = spot * np.exp((r - q) * t)
         k = np.log(strike / fwd)
-        iv = self.surface(und, day, k, t)
-        return {"und": und, "spot": spot, "exps": exps, "exp_i": exp_i, "t": t, "strike": strike,
-                "is_call": is_call, "k": k, "iv": iv}
+        keep = (np.array([(e - day).days for e in exps])[exp_i] <= max_dte if max_dte is not None
+                else np.ones(len(strike), dtype=bool))
+        iv = self.surface(und, day, k[keep], t[keep])
+        return {"und": und, "spot": spot, "exps": exps, "exp_i": exp_i[keep], "t": t[keep], "strike": strike[keep],
+                "is_call": is_call[keep], "k": k[keep], "iv": iv, "keep": keep}
 
     def _frame(self, g: dict, day: dt.date, r: float) -> pd.DataFrame:
         und, spot, exps, exp_i, theo = g["und"], g["spot"], g["exps"], g["exp_i"], g["theo"]
@@ -407,8 +412,9 @@ class SyntheticMarket(MarketSource):
         bid, ask = _bid_ask(und, theo, k, iv, t)
         z = np.abs(k) / (iv * np.sqrt(t))
         base_oi = 4000 * und.liquidity * np.exp(-0.5 * z * z) * np.exp(-t)
-        oi = np.floor(base_oi * rng.lognormal(0.0, 0.6, len(base_oi))).astype("int64")
-        vol_traded = np.floor(oi * rng.uniform(0.0, 0.25, len(oi))).astype("int64")
+        keep = g["keep"]
+        oi = np.floor(base_oi * rng.lognormal(0.0, 0.6, len(keep))[keep]).astype("int64")
+        vol_traded = np.floor(oi * rng.uniform(0.0, 0.25, len(keep))[keep]).astype("int64")
         root = und.roots[0] if und.roots else und.symbol
         exp_ts = pd.DatetimeIndex([pd.Timestamp(e) for e in exps])[exp_i]
         option_type = np.where(is_call, "C", "P")

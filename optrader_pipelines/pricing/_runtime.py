@@ -10,7 +10,7 @@
 * Inputs are padded to one of :data:`PAD_SIZES` (longer inputs run in slices of the largest), so a
   new chain length never triggers a compilation. On the CPU an expensive kernel (the American
   ones, hundreds of European evaluations per contract) declares ``cpu_slice``: it always runs in
-  slices of that one size, so 5,000 contracts cost 8,192 evaluations rather than 65,536, and a
+  slices of that one size, so 5,000 contracts cost 5,120 evaluations rather than 65,536, and a
   slice's dispatch (~0.1 ms) stays small beside its work.
 * Compiled kernels are kept in a persistent cache (``OPTRADER_JAX_CACHE``, default
   ``~/.cache/optrader/jax``; ``off`` disables it), so a new process does not recompile.
