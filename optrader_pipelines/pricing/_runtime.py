@@ -9,9 +9,10 @@
 * On a GPU the kernel runs on one device over the whole padded array.
 * Inputs are padded to one of :data:`PAD_SIZES` (longer inputs run in slices of the largest), so a
   new chain length never triggers a compilation. On the CPU an expensive kernel (the American
-  ones, hundreds of European evaluations per contract) declares ``cpu_slice``: it always runs in
-  slices of that one size, so 5,000 contracts cost 5,120 evaluations rather than 65,536, and a
-  slice's dispatch (~0.1 ms) stays small beside its work.
+  ones, hundreds of European evaluations per contract) declares ``cpu_slices``, a short ladder of
+  sizes: the input runs in pieces of the largest size that fits what is left, and the last piece
+  in the smallest, so 5,000 contracts cost 5,120 evaluations rather than 65,536, while a large
+  input still runs in few calls (a call's dispatch costs about a millisecond).
 * Compiled kernels are kept in a persistent cache (``OPTRADER_JAX_CACHE``, default
   ``~/.cache/optrader/jax``; ``off`` disables it), so a new process does not recompile.
 """
@@ -72,13 +73,22 @@ def bucket(n: int) -> int:
     return PAD_SIZES[-1]
 
 
-def slice_size(kernel, n: int) -> int:
-    """The padded length ``kernel`` runs ``n`` contracts in: its ``cpu_slice`` on the CPU when it
-    has one, else the bucket of ``n``."""
-    cpu_slice = getattr(kernel, "cpu_slice", None)
-    if cpu_slice and platform() == "cpu":
-        return int(cpu_slice)
-    return bucket(n)
+def pieces(kernel, n: int) -> list[tuple[int, int, int]]:
+    """(start, stop, padded size) of each call that runs ``n`` contracts through ``kernel``: the
+    kernel's ``cpu_slices`` ladder on the CPU when it has one (the largest size that the rest
+    fills, the smallest for the last piece), else slices of the bucket of ``n``."""
+    ladder = sorted(getattr(kernel, "cpu_slices", ()) or ())
+    if not ladder or platform() != "cpu":
+        size = bucket(n)
+        return [(start, min(start + size, n), size) for start in range(0, max(n, 1), size)]
+    out, start = [], 0
+    while True:
+        left = n - start
+        size = max([s for s in ladder if s <= left], default=ladder[0])
+        out.append((start, min(start + size, n), size))
+        start += size
+        if start >= n:
+            return out
 
 
 @lru_cache(maxsize=None)
@@ -152,12 +162,10 @@ def run(kernel, arrays: list[np.ndarray], pad_values: list, n_out: int) -> list[
     """Run an elementwise ``kernel`` (1-D arrays in, tuple of 1-D arrays out) over equal-length
     host arrays, padded to a fixed size with benign ``pad_values``; returns host arrays."""
     n = len(arrays[0])
-    size = slice_size(kernel, n)
-    fn, sharding = _compiled(kernel, size, len(arrays), n_out)
     parts: list[list[np.ndarray]] = []
     with _POOL.lock:
-        for start in range(0, max(n, 1), size):
-            stop = min(start + size, n)
+        for start, stop, size in pieces(kernel, n):
+            fn, sharding = _compiled(kernel, size, len(arrays), n_out)
             m = stop - start
             padded = [_staged(a, start, stop, size, fill, slot)
                       for slot, (a, fill) in enumerate(zip(arrays, pad_values))]
@@ -165,8 +173,6 @@ def run(kernel, arrays: list[np.ndarray], pad_values: list, n_out: int) -> list[
                 padded = jax.device_put(padded, sharding)
             out = jax.block_until_ready(fn(*padded))
             parts.append([np.asarray(o)[:m] for o in out])
-            if n == 0:
-                break
     if len(parts) == 1:
         return parts[0]
     return [np.concatenate([p[i] for p in parts]) for i in range(n_out)]

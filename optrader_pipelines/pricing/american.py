@@ -152,7 +152,7 @@ _VALUE = {"qdfp": _qdfp_value_with(_qdfp.ENGINE), "qdfp_quantlib": _qdfp_value_w
           "bs2002": _bs2002_value}
 METHODS = tuple(_VALUE)
 _PAD = [100.0, 100.0, 1.0, 0.05, 0.02, 0.2, True]
-CPU_SLICE = 1_024  # contracts per kernel call on the CPU (the dispatch costs ~0.1 ms, a slice ~10 ms or more)
+CPU_SLICES = (1_024, 8_192, 65_536)  # padded sizes of the kernel calls on the CPU (see _runtime.pieces)
 
 
 def _price_kernel(method):
@@ -164,7 +164,7 @@ def _price_kernel(method):
 
     kernel.__name__ = f"american_price_{method}"
     kernel.chunk = 512 if method.startswith("qdfp") else 4096
-    kernel.cpu_slice = CPU_SLICE
+    kernel.cpu_slices = CPU_SLICES
     return kernel
 
 
@@ -218,7 +218,7 @@ def _greeks_kernel(method):
 
     kernel.__name__ = f"american_greeks_{method}"
     kernel.chunk = 256 if method.startswith("qdfp") else 2048
-    kernel.cpu_slice = CPU_SLICE
+    kernel.cpu_slices = CPU_SLICES
     return kernel
 
 
@@ -351,7 +351,7 @@ def _iv_kernel(method):
 
     kernel.__name__ = f"american_iv_{method}"
     kernel.chunk = 256 if method.startswith("qdfp") else 4096
-    kernel.cpu_slice = CPU_SLICE
+    kernel.cpu_slices = CPU_SLICES
     return kernel
 
 
