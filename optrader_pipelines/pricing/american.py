@@ -152,7 +152,7 @@ _VALUE = {"qdfp": _qdfp_value_with(_qdfp.ENGINE), "qdfp_quantlib": _qdfp_value_w
           "bs2002": _bs2002_value}
 METHODS = tuple(_VALUE)
 _PAD = [100.0, 100.0, 1.0, 0.05, 0.02, 0.2, True]
-CPU_SLICES = (1_024, 8_192, 65_536)  # padded sizes of the kernel calls on the CPU (see _runtime.pieces)
+CPU_SLICES = (1_024, 65_536)  # padded sizes of the kernel calls on the CPU (see _runtime.pieces)
 
 
 def _price_kernel(method):
