@@ -78,8 +78,10 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
 def as_text(values, fmt=str) -> np.ndarray:
     """``fmt`` of each value as an object array, formatting each distinct value once (a chain
     column has few distinct expirations, strikes or roots among thousands of rows)."""
-    codes, uniques = pd.factorize(pd.Series(values), use_na_sentinel=False)
-    return np.asarray([fmt(u) for u in uniques] + [""], dtype=object)[:-1][codes]
+    codes, uniques = pd.factorize(pd.Series(values), use_na_sentinel=False)  # NaN is a value too
+    text = np.empty(len(uniques), dtype=object)
+    text[:] = [fmt(u) for u in uniques]
+    return text[codes]
 
 
 def _iso(value) -> str:

@@ -117,6 +117,34 @@ def test_a_new_chain_length_does_not_recompile():
     assert len(iv) == 3001 and np.all(status == 0)
 
 
+def test_american_kernels_run_on_a_ladder_of_sizes_without_recompiling():
+    """On the CPU an American kernel pads to 1,024 or 65,536 contracts per call, never to the next
+    power-of-4 bucket, and a contract's price does not depend on the piece it falls in."""
+    from optrader_pipelines.pricing import _runtime, american_price
+    from optrader_pipelines.pricing.american import CPU_SLICES, _kernel
+
+    kernel = _kernel("price", "qdfp")
+    if _runtime.platform() == "cpu":
+        assert [(b - a, size) for a, b, size in _runtime.pieces(kernel, 2_500)] == [(1024, 1024), (1024, 1024),
+                                                                                    (452, 1024)]
+        big = _runtime.pieces(kernel, 70_000)
+        assert big[0] == (0, 65_536, 65_536) and {size for *_, size in big} <= set(CPU_SLICES)
+        assert sum(size for *_, size in big) == 65_536 + 5 * 1024  # at most one slice of padding
+    rng = np.random.default_rng(3)
+    n = 2_500
+    S, K = rng.uniform(50, 150, n), rng.uniform(50, 150, n)
+    T, sig = rng.uniform(0.02, 2.0, n), rng.uniform(0.1, 0.6, n)
+    calls = rng.random(n) < 0.5
+    american_price(S[:10], K[:10], T[:10], 0.04, 0.01, sig[:10], calls[:10])
+    before = _runtime._compiled.cache_info()
+    whole = american_price(S, K, T, 0.04, 0.01, sig, calls)
+    assert _runtime._compiled.cache_info().misses == before.misses
+    alone = np.concatenate([american_price(S[i:i + 7], K[i:i + 7], T[i:i + 7], 0.04, 0.01, sig[i:i + 7], calls[i:i + 7])
+                            for i in (0, 1020, 2040, 2493)])
+    idx = np.concatenate([np.arange(i, i + 7) for i in (0, 1020, 2040, 2493)])
+    np.testing.assert_array_equal(whole[idx], alone)
+
+
 def test_greeks_table_prices_each_contract_with_its_exercise_style_and_parity_forwards():
     import datetime as dt
 
