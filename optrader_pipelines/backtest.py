@@ -32,6 +32,7 @@ import pandas as pd
 
 from . import calendar as cal
 from .broker import DEPOSIT_DATE, PaperBroker
+from .chain import days_to_expiry
 from .daily import book_history, close_book, manage_positions, place_accepted, roll_signals
 from .management import RuleBook, rulebook_from_json
 from .momentum import closed_trades, strategy_momentum
@@ -77,8 +78,7 @@ def usable_contracts(chain: pd.DataFrame, day: dt.date, dte_range: tuple[int, in
     expiration of an open position (marks, management, settlement). Whole expirations are kept or
     left out, so the per-expiry figures (parity forward, at-the-money IV) are those of the full
     chain. The daily run's ``option_greeks`` still prices the whole chain."""
-    dte = (pd.to_datetime(chain["expiration"], cache=False) - pd.Timestamp(day)).dt.days
-    keep = dte.between(*dte_range)
+    keep = days_to_expiry(chain, day).between(*dte_range)
     if len(open_positions):
         keep |= chain["expiration"].isin(pd.to_datetime(open_positions["expiration"], cache=False).unique())
     return chain[keep.to_numpy()].reset_index(drop=True)
@@ -102,8 +102,8 @@ def replay_day(wh: Warehouse, source, day: dt.date, account: str, cfg: BacktestC
     broker = _broker(wh, account, cfg)
     strategy = StrategyConfig(fill_fraction=cfg.fill_fraction, commission_per_contract=cfg.commission_per_contract)
     held = broker.open_positions(day, before_orders=True)
-    held_dte = (pd.to_datetime(held["expiration"], cache=False) - pd.Timestamp(day)).dt.days.max() if len(held) else 0
-    chain = source.load_chain(day, max_dte=max(strategy.max_dte, int(held_dte))).chain
+    held_dte = int(days_to_expiry(held, day).max()) if len(held) else 0
+    chain = source.load_chain(day, max_dte=max(strategy.max_dte, held_dte)).chain
     t = _lap(timings, "chain", t)
     spots = chain.groupby("underlying")["underlying_price"].first().astype(float).to_dict()
     usable = usable_contracts(chain, day, (strategy.min_dte, strategy.max_dte), held)

@@ -75,6 +75,11 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def days_to_expiry(frame: pd.DataFrame, day) -> pd.Series:
+    """Calendar days from ``day`` to each row's ``expiration`` (a chain's or a position's)."""
+    return (pd.to_datetime(frame["expiration"], cache=False) - pd.Timestamp(day)).dt.days
+
+
 def as_text(values, fmt=str) -> np.ndarray:
     """``fmt`` of each value as an object array, formatting each distinct value once (a chain
     column has few distinct expirations, strikes or roots among thousands of rows)."""

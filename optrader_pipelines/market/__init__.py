@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..chain import DropLog
+from ..chain import DropLog, days_to_expiry
 
 
 @dataclass
@@ -35,5 +35,4 @@ def within_dte(chain: pd.DataFrame, day: dt.date, max_dte: int | None) -> pd.Dat
     """The rows of ``chain`` expiring at most ``max_dte`` calendar days after ``day`` (all when None)."""
     if max_dte is None:
         return chain
-    dte = (pd.to_datetime(chain["expiration"], cache=False) - pd.Timestamp(day)).dt.days
-    return chain[(dte <= max_dte).to_numpy()]
+    return chain[(days_to_expiry(chain, day) <= max_dte).to_numpy()]
