@@ -80,11 +80,13 @@ def solve_total_vol(x, beta, max_steps: int = _MAX_STEPS):
     d_c = INV_SQRT2PI * jnp.exp(-0.5 * ax)  # b'(s_c)
     s_l = jnp.maximum(s_c - b_c / d_c, 0.0)
     s_u = jnp.minimum(s_c + (ex - b_c) / d_c, _S_MAX)
-    s_l_ = jnp.maximum(s_l, 1e-300)
-    b_l, d_l, _, _ = _b_and_ratios(x, s_l_, ex, emx)
-    b_l = jnp.where(s_l > 0, b_l, 0.0)
-    b_u, d_u, _, _ = _b_and_ratios(x, s_u, ex, emx)
-    region = jnp.where(beta < b_l, 0, jnp.where(beta <= b_c, 1, jnp.where(beta <= b_u, 2, 3)))
+    # a contract needs b at s_l (beta <= b_c: regions 0 and 1) or at s_u (regions 2 and 3), never
+    # both: one evaluation at the side it is on
+    low_side = beta <= b_c
+    s_side = jnp.where(low_side, jnp.maximum(s_l, 1e-300), s_u)
+    b_side, d_side, _, _ = _b_and_ratios(x, s_side, ex, emx)
+    b_side = jnp.where(low_side & (s_l <= 0), 0.0, b_side)  # b(0) = 0
+    region = jnp.where(low_side, jnp.where(beta < b_side, 0, 1), jnp.where(beta <= b_side, 2, 3))
     lower = region == 0
     log_beta = jnp.log(beta)
 
@@ -94,15 +96,17 @@ def solve_total_vol(x, beta, max_steps: int = _MAX_STEPS):
     for _ in range(3):
         rhs = big_l + jnp.log(s_lo ** 3 * INV_SQRT2PI / jnp.maximum(ax * ax, 1e-300)) - 0.125 * s_lo * s_lo
         s_lo = ax / jnp.sqrt(2.0 * jnp.maximum(rhs, 1e-3))
-    # regions 1 and 2: Hermite interpolation of the inverse function
-    s_m1 = _hermite_inverse(beta, b_l, s_l, 1.0 / jnp.maximum(d_l, 1e-300), b_c, s_c, 1.0 / d_c)
-    s_m2 = _hermite_inverse(beta, b_c, s_c, 1.0 / d_c, b_u, s_u, 1.0 / jnp.maximum(d_u, 1e-300))
+    # regions 1 and 2: Hermite interpolation of the inverse function between s_l and s_c, or s_c and s_u
+    inv_side, inv_c = 1.0 / jnp.maximum(d_side, 1e-300), 1.0 / d_c
+    s_mid = _hermite_inverse(beta, jnp.where(low_side, b_side, b_c), jnp.where(low_side, s_l, s_c),
+                             jnp.where(low_side, inv_side, inv_c), jnp.where(low_side, b_c, b_side),
+                             jnp.where(low_side, s_c, s_u), jnp.where(low_side, inv_c, inv_side))
     # region 3: large-s form N(-s/2) = (e^{x/2} - beta) / (e^{x/2} + e^{-x/2})
     tail = jnp.clip((ex - beta) / (ex + emx), 1e-300, 0.5)
     s_hi = -2.0 * ndtri(tail)
     lo0 = jnp.select([region == 0, region == 1, region == 2], [jnp.zeros_like(s_c), s_l, s_c], s_u)
     hi0 = jnp.select([region == 0, region == 1, region == 2], [s_l, s_c, s_u], jnp.full_like(s_c, _S_MAX))
-    s0 = jnp.select([region == 0, region == 1, region == 2], [s_lo, s_m1, s_m2], s_hi)
+    s0 = jnp.select([region == 0, (region == 1) | (region == 2)], [s_lo, s_mid], s_hi)
     s0 = jnp.where(jnp.isfinite(s0) & (s0 > lo0) & (s0 < hi0), s0, 0.5 * (lo0 + hi0))
 
     def step(carry):
