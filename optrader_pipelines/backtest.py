@@ -26,6 +26,7 @@ import datetime as dt
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import pandas as pd
@@ -165,18 +166,22 @@ def reset_account(wh: Warehouse, account: str) -> None:
 
 
 def run_backtest(wh: Warehouse, source, days: list[dt.date], cfg: BacktestConfig, run_id: str = "",
-                 backtest_id: str | None = None, timings: dict | None = None) -> tuple[str, pd.DataFrame]:
+                 backtest_id: str | None = None, timings: dict | None = None,
+                 progress: Callable[[int, int, dict], None] | None = None) -> tuple[str, pd.DataFrame]:
     """Replay ``days`` (NYSE sessions, replayed in date order) on the backtest's own account;
-    returns (account, the days' rows). ``timings``, when given, accumulates seconds per step."""
+    returns (account, the days' rows). ``timings``, when given, accumulates seconds per step;
+    ``progress(i, n, row)`` is called after day ``i`` of ``n`` with that day's row."""
     if not days:
         raise ValueError("a backtest needs at least one trading day")
     days = sorted(days)
     account = account_for(backtest_id or cfg.backtest_id(days[0], days[-1]))
     reset_account(wh, account)
     rows = []
-    for d in days:
+    for i, d in enumerate(days, 1):
         with wh.session():  # one connection per day: the day's ~20 warehouse calls share it
             rows.append(replay_day(wh, source, d, account, cfg, run_id, timings))
+        if progress is not None:
+            progress(i, len(days), rows[-1])
     return account, pd.DataFrame(rows)
 
 

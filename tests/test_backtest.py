@@ -102,13 +102,19 @@ def test_a_backfill_of_the_backtest_group_is_one_ordered_run(tmp_path):
                                    universe=UNIVERSE))
     res["market"] = SyntheticMarketResource(seed=7, universe=list(UNIVERSE), strikes_per_side=6)
     start, end = DAYS[0].isoformat(), DAYS[3].isoformat()
-    result = dg.materialize(BACKTEST_ASSETS, resources=res, instance=dg.DagsterInstance.ephemeral(),
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(BACKTEST_ASSETS, resources=res, instance=instance,
                             tags={"dagster/asset_partition_range_start": start,
                                   "dagster/asset_partition_range_end": end})
     assert result.success
     book = result.asset_materializations_for_node("backtest_book")
     perf = result.asset_materializations_for_node("backtest_performance")[0].metadata
     assert book[0].metadata["days"].value == 4 and book[0].metadata["range"].value == f"{start}...{end}"
+    steps = book[0].metadata["seconds_by_step"].value
+    assert {"greeks", "candidates", "chain", "orders"} <= {line.split("|")[1].strip() for line in steps.splitlines()[2:]}
+    assert book[0].metadata["seconds"].value > 0
+    logs = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any(f"4/4 sessions replayed, through {end}" in m for m in logs)  # progress in the run's log
     account = book[0].metadata["backtest_account"].value
     assert account.startswith("backtest:") and perf["backtest_account"].value == account
     wh = Warehouse(tmp_path / "w.duckdb")
