@@ -92,6 +92,16 @@ def pieces(kernel, n: int) -> list[tuple[int, int, int]]:
 
 
 @lru_cache(maxsize=None)
+def _tile_body(kernel):
+    """One ``lax.scan`` body per kernel: JAX caches a traced body by function object (``lax.map``
+    wraps its body in a new one each time), so every padded size of a kernel reuses the first
+    size's trace; the American kernels' nested autodiff takes seconds to trace."""
+    def body(carry, tiles):
+        return carry, kernel(*tiles)
+    return body
+
+
+@lru_cache(maxsize=None)
 def _compiled(kernel, size: int, n_in: int, n_out: int):
     """(jitted function, input sharding or None) for one kernel at one padded size."""
     devs = devices()
@@ -101,9 +111,11 @@ def _compiled(kernel, size: int, n_in: int, n_out: int):
     per_device = size // nd
     chunk = min(getattr(kernel, "chunk", CPU_CHUNK), per_device)
 
+    body = _tile_body(kernel)
+
     def local(*arrays):
         tiles = tuple(a.reshape(-1, chunk) for a in arrays)
-        out = jax.lax.map(lambda t: kernel(*t), tiles)
+        _, out = jax.lax.scan(body, (), tiles)  # lax.map, with the body kept from size to size
         return tuple(o.reshape(-1) for o in out)
 
     mesh = Mesh(np.array(devs), ("d",))
