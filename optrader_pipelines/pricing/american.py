@@ -123,27 +123,31 @@ def _as_put(S, K, r, q, is_call):
     return (jnp.where(is_call, K, S), jnp.where(is_call, S, K), jnp.where(is_call, q, r), jnp.where(is_call, r, q))
 
 
-def _qdfp_parts(K, T, r, q, sigma, is_call, scheme=_qdfp.ENGINE):
+def _qdfp_parts(K, T, r, q, sigma, is_call, scheme=_qdfp.ENGINE, layout="loop"):
     """(early, put rate, put yield, boundary): everything of the fixed-point price that does not
     depend on the spot."""
     _, _, r_, q_ = _as_put(K, K, r, q, is_call)
     early = r_ > 0.0  # a put on a non-positive rate is never exercised early
     r_, q_ = jnp.where(early, r_, 0.05), jnp.where(early, q_, 0.0)
-    return early, r_, q_, _qdfp.boundary(T, r_, q_, sigma, scheme), scheme
+    return early, r_, q_, _qdfp.boundary(T, r_, q_, sigma, scheme, layout), scheme, layout
 
 
 def _qdfp_on_boundary(S, K, T, r, q, sigma, is_call, parts):
-    early, r_, q_, (y, xmax), scheme = parts
+    early, r_, q_, (y, xmax), scheme, layout = parts
     S_, K_, _, _ = _as_put(S, K, r, q, is_call)
-    american = K_ * _qdfp.put_on_boundary(S_ / K_, T, r_, q_, sigma, y, xmax, scheme)
+    american = K_ * _qdfp.put_on_boundary(S_ / K_, T, r_, q_, sigma, y, xmax, scheme, layout)
     return _bounded(american, early, S, K, T, r, q, sigma, is_call)
 
 
-def _qdfp_value_with(scheme):
+def _qdfp_value_with(scheme, layout="loop"):
+    """The fixed-point price under ``scheme``. ``layout`` is how the boundary's quadrature is laid
+    out for XLA (:func:`._qdfp.boundary`): "loop" for the price and IV kernels, "chebyshev" for
+    the Greeks kernel (see :func:`._qdfp.boundary`); the two agree to ~1e-15."""
     def value(S, K, T, r, q, sigma, is_call):
-        return _qdfp_on_boundary(S, K, T, r, q, sigma, is_call, _qdfp_parts(K, T, r, q, sigma, is_call, scheme))
+        parts = _qdfp_parts(K, T, r, q, sigma, is_call, scheme, layout)
+        return _qdfp_on_boundary(S, K, T, r, q, sigma, is_call, parts)
 
-    value.scheme = scheme
+    value.scheme, value.layout = scheme, layout
     return value
 
 
@@ -175,6 +179,8 @@ def _greeks_kernel(method):
     and the spot side of vanna and charm) differentiate only the premium integral: the boundary
     carries tangents for T, r and sigma (first order) and sigma (second order) only."""
     value = _VALUE[method]
+    if method.startswith("qdfp"):
+        value = _qdfp_value_with(value.scheme, "chebyshev")
 
     def kernel(S, K, T, r, q, sigma, is_call):
         ok, (S, K, T, r, q, sigma) = guard(S, K, T, r, q, sigma)
@@ -184,7 +190,7 @@ def _greeks_kernel(method):
             return value(s, K, t, rr, q, v, is_call)
 
         if method.startswith("qdfp"):  # spot derivatives on the boundary computed once, without tangents
-            parts = _qdfp_parts(K, T, r, q, sigma, is_call, value.scheme)
+            parts = _qdfp_parts(K, T, r, q, sigma, is_call, value.scheme, value.layout)
 
             def spot_fn(s):
                 return _qdfp_on_boundary(s, K, T, r, q, sigma, is_call, parts)
