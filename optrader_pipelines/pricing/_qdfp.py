@@ -217,6 +217,8 @@ def boundary(T, r, q, v, scheme=ENGINE, layout: str = "loop"):
       boundary at the points by Clenshaw's recurrence. Under the Greeks' nested forward-mode
       derivatives the loop layout fuses into kernels 6-9 times slower (measured), this
       one does not."""
+    if layout not in ("loop", "chebyshev"):
+        raise ValueError(f"unknown quadrature layout {layout!r}; expected 'loop' or 'chebyshev'")
     above = q > r  # X = min(1, r/q), written so that no derivative divides by a zero q
     xmax = jnp.where(above, r / jnp.where(above, q, 1.0), 1.0)
     tau = scheme.node_frac[:, None] * T  # (n, B); the node tau = 0 is dropped
@@ -239,7 +241,8 @@ def boundary(T, r, q, v, scheme=ENGINE, layout: str = "loop"):
         r_w = r * (w_j * half_tau) * jnp.exp(s_j * r * tau)  # (fp_points, n, B)
         q_w = q * (w_j * half_tau) * jnp.exp(s_j * q * tau)
         c1, c2 = scheme.fp_c1[:, None, None], scheme.fp_sqrt_1ms[:, None, None]
-        cheb_u = (1.0 + scheme.z[None, 1:, None]) * scheme.fp_sqrt_s[:, None, None] - 1.0 + 0.0 * tau  # 2 sqrt(u/T) - 1
+        # 2 sqrt(u/T) - 1, as a full (fp_points, n, B) array like the Greeks kernel was measured with
+        cheb_u = (1.0 + scheme.z[None, 1:, None]) * scheme.fp_sqrt_s[:, None, None] - 1.0 + 0.0 * tau
     for k in range(scheme.fp_steps):
         minus_lb = _safe_sqrt(h)  # -ln(B(tau)/X)
         # ln(B(tau)/B(u)) = sqrt(H(u)) - sqrt(H(tau)): no exp or log per quadrature point
