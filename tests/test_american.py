@@ -170,16 +170,3 @@ def test_early_exercise_premium_bound_holds_and_greeks_table_agrees_with_the_eng
     material = vega >= 1e-3 * args[0] * np.sqrt(args[2])
     assert material.sum() > 50
     assert np.max(np.abs(iv - g["iv"].to_numpy(float))[material]) < 1e-9
-
-
-def test_boundary_normal_tail_from_the_mills_ratio_matches_scipy():
-    """The QD+ iteration gets Phi(-x) from phi(x) and a fitted Mills-ratio polynomial."""
-    from scipy.special import ndtr
-    from scipy.stats import norm
-
-    from optrader_pipelines.pricing._qdfp import _upper_tail
-
-    x = np.concatenate([np.linspace(-12, 12, 20001), [-37.0, -8.5, 0.0, 8.5, 30.0]])
-    ours = np.asarray(_upper_tail(x, norm.pdf(x)))
-    ref = ndtr(-x)
-    assert np.max(np.abs(ours / ref - 1)) < 1e-9

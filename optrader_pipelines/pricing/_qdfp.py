@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .european import ncdf, npdf
+from .european import ncdf, ncdf_with_pdf, npdf
 
 class Scheme:
     """A fixed-point scheme: Chebyshev nodes of the boundary, Gauss-Legendre points of the
@@ -79,37 +79,6 @@ QUANTLIB_FAST = Scheme("quantlib_fast", nodes=8, fp_points=7, fp_steps=2, price_
 # option_greeks validation rejects; 27 price points or 6 nodes still leave -1e-5. So the engine
 # keeps QuantLib's fast scheme; a cheaper one needs a boundary that stays convex.
 ENGINE = QUANTLIB_FAST
-
-
-# Mills ratio R(x) = Phi(-x) / phi(x) for x >= 0 as t P(2t - 1), t = 1 / (1 + _MILLS_P x), with P a
-# degree-14 polynomial fitted (Chebyshev least squares) to scipy's erfcx: relative error 1.2e-10
-# over x >= 0. With phi(d+) computed, Phi(-d+) and Phi(-d-) then cost no transcendental function:
-# phi(d-) = phi(d+) (B/K) e^{(r-q) tau}, and the boundary equations below need only that pair.
-_MILLS_P = 0.3
-_MILLS_DEGREE = 14
-
-
-def _mills_coefficients() -> np.ndarray:
-    from scipy.special import erfcx
-
-    t = 0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, 4000))[1:]
-    x = (1.0 - t) / (_MILLS_P * t)
-    y = np.sqrt(np.pi / 2.0) * erfcx(x / np.sqrt(2.0)) / t
-    return np.polynomial.chebyshev.cheb2poly(np.polynomial.chebyshev.chebfit(2.0 * t - 1.0, y, _MILLS_DEGREE))
-
-
-_MILLS = _mills_coefficients()
-
-
-def _upper_tail(x, pdf):
-    """Phi(-x) given pdf = phi(x): one division and a polynomial, no transcendental function."""
-    t = 1.0 / (1.0 + _MILLS_P * jnp.abs(x))
-    u = 2.0 * t - 1.0
-    acc = jnp.full_like(u, _MILLS[-1])
-    for c in _MILLS[-2::-1]:
-        acc = acc * u + c
-    tail = pdf * t * acc
-    return jnp.where(x >= 0.0, tail, 1.0 - tail)
 
 
 def _safe_sqrt(h):
@@ -171,8 +140,8 @@ def _qd_plus_boundary(r, q, v, tau, xmax, halley_steps):
         dp = w * ivt + c0
         dm = dp - vt
         pdf_p = npdf(dp)
-        n_dp = _upper_tail(dp, pdf_p)
-        n_dm = _upper_tail(dm, pdf_p * x * q_over_r)  # phi(d-) = phi(d+) x e^{(r-q) tau}
+        n_dp = ncdf_with_pdf(-dp, pdf_p)  # Phi(-d+)
+        n_dm = ncdf_with_pdf(-dm, pdf_p * x * q_over_r)  # phi(d-) = phi(d+) x e^{(r-q) tau}
         dqn = dq * n_dp
         dqp = dq * pdf_p
         npv = dr * n_dm - x * dqn

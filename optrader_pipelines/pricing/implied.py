@@ -24,7 +24,7 @@ import numpy as np
 from jax.scipy.special import ndtri
 
 from . import _runtime
-from .european import INV_SQRT2PI, ncdf, valid_inputs
+from .european import INV_SQRT2PI, mills_ratio, valid_inputs
 
 IV_STATUS = {
     0: "ok",
@@ -43,10 +43,15 @@ _STEP_TOL = 1e-11  # a third-order step this small leaves an error of order 1e-3
 
 
 def _b_and_ratios(x, s, ex, emx):
+    """b(x, s), b'(s) and the ratios b''/b' and b'''/b'. One exp serves all: e^{x/2} phi(h + t)
+    and e^{-x/2} phi(h - t) both equal b'(s), so each CDF term is b' times a Mills ratio
+    (h - t < 0 always, since x <= 0)."""
     h = x / s
     t = 0.5 * s
-    b = ex * ncdf(h + t) - emx * ncdf(h - t)
     b1 = INV_SQRT2PI * jnp.exp(-0.5 * (h * h + t * t))
+    up = h + t
+    first = jnp.where(up < 0.0, b1 * mills_ratio(-up), ex - b1 * mills_ratio(up))  # e^{x/2} N(h + t)
+    b = first - b1 * mills_ratio(t - h)  # less e^{-x/2} N(h - t)
     x2 = x * x
     r2 = x2 / (s * s * s) - 0.25 * s
     r3 = r2 * r2 - 3.0 * x2 / (s * s * s * s) - 0.25
@@ -73,11 +78,11 @@ def solve_total_vol(x, beta, max_steps: int = _MAX_STEPS):
     asymptotic start and a log objective; between b_l and b_u a cubic Hermite interpolation of the
     inverse as the start; above b_u the large-s form."""
     ex = jnp.exp(0.5 * x)
-    emx = jnp.exp(-0.5 * x)
+    emx = 1.0 / ex
     ax = -x
     s_c = jnp.sqrt(2.0 * ax)
-    b_c = 0.5 * ex - emx * ncdf(-s_c)
-    d_c = INV_SQRT2PI * jnp.exp(-0.5 * ax)  # b'(s_c)
+    d_c = INV_SQRT2PI * ex  # b'(s_c) = e^{-x/2} phi(s_c), as phi(s_c) = e^{x} / sqrt(2 pi)
+    b_c = 0.5 * ex - d_c * mills_ratio(s_c)  # e^{x/2} / 2 - e^{-x/2} N(-s_c)
     s_l = jnp.maximum(s_c - b_c / d_c, 0.0)
     s_u = jnp.minimum(s_c + (ex - b_c) / d_c, _S_MAX)
     # a contract needs b at s_l (beta <= b_c: regions 0 and 1) or at s_u (regions 2 and 3), never
