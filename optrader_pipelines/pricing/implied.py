@@ -6,12 +6,14 @@ The price is reduced to the normalized out-of-the-money Black price
 
 * the inflection point ``s_c = sqrt(2|x|)`` splits the problem in two. Below it (``beta <= b(x, s_c)``)
   the objective is ``ln b - ln beta`` (b is nearly exp(-x^2 / 2s^2) there, so the log is almost
-  linear in 1/s^2), started from the asymptotic form ``b ~ s^3/(sqrt(2 pi) x^2) exp(-x^2/2s^2 - s^2/8)``
-  solved by fixed point; above it the objective is ``b - beta``, started from the large-s form
+  linear in 1/s^2), started by three Newton steps in ln s on ``ln b = ln beta`` written with the
+  Mills ratio, from the root of its leading term ``-x^2/2s^2``; above it the objective is
+  ``b - beta``, started from the large-s form
   ``N(-s/2) = (e^{x/2} - beta) / (e^{x/2} + e^{-x/2})``.
 * third-order Householder steps use the closed-form ratios ``b''/b' = x^2/s^3 - s/4`` and
   ``b'''/b' = (b''/b')^2 - 3x^2/s^4 - 1/4``, inside a bracket that falls back to bisection;
-* the loop stops when every contract of a chunk has a step below ~4 ulp (usually 2 to 4 steps).
+* a contract is done after a step below 1e-5 relative (fourth order: the error left is ~1e-20);
+  from the starts below that is 2 steps on 1M random contracts; a chunk loops until all are done.
 
 Status codes (:data:`IV_STATUS`) say why an IV is NaN; an IV is never clamped or set to 0.
 """
@@ -38,8 +40,12 @@ IV_STATUS_ALL = {**IV_STATUS, 6: "no bid"}
 
 _S_MAX = 60.0  # total volatility bracket (sigma sqrt(T)); 500% for 3 years is 8.7
 _MAX_STEPS = 16
-_UNROLLED = 3  # most contracts converge in 2 or 3 steps; the loop runs only for the rest
+_UNROLLED = 2  # every contract converges in 2 steps from the start below; the loop runs for the rest
 _STEP_TOL = 1e-11  # a third-order step this small leaves an error of order 1e-33
+# A fourth-order step that moved s by less than this is the last one: it left an error of order
+# 1e-20 (times a modest constant). Saves the confirming step most contracts used to take (IVs equal
+# to 1e-16 on 1M random contracts and on a grid of 0.5-800% vol, 1 day-10 years, |ln K/S| <= 2.5).
+_LAST_STEP = 1e-5
 
 
 def _b_and_ratios(x, s, ex, emx):
@@ -50,7 +56,8 @@ def _b_and_ratios(x, s, ex, emx):
     t = 0.5 * s
     b1 = INV_SQRT2PI * jnp.exp(-0.5 * (h * h + t * t))
     up = h + t
-    first = jnp.where(up < 0.0, b1 * mills_ratio(-up), ex - b1 * mills_ratio(up))  # e^{x/2} N(h + t)
+    b1_r = b1 * mills_ratio(jnp.abs(up))
+    first = jnp.where(up < 0.0, b1_r, ex - b1_r)  # e^{x/2} N(h + t)
     b = first - b1 * mills_ratio(t - h)  # less e^{-x/2} N(h - t)
     x2 = x * x
     r2 = x2 / (s * s * s) - 0.25 * s
@@ -95,12 +102,21 @@ def solve_total_vol(x, beta, max_steps: int = _MAX_STEPS):
     lower = region == 0
     log_beta = jnp.log(beta)
 
-    # region 0: fixed point on the asymptotic form b ~ s^3/(sqrt(2 pi) x^2) exp(-x^2/2s^2 - s^2/8)
+    # region 0: Newton in u = ln s on ln b(x, s) = ln beta, written with the Mills ratio as
+    #   ln beta = ln(phi-scale) - x^2/2s^2 - s^2/8 + ln(R(|x|/s - s/2) - R(|x|/s + s/2)),
+    # the slope taken from the asymptotic form (d/du of the last term ~ 3). The function is concave
+    # in u, so from the left (the root of -x^2/2s^2 = ln beta) the iterates rise monotonically;
+    # three of them leave every contract two Householder steps from machine precision.
     big_l = -log_beta
-    s_lo = ax / jnp.sqrt(2.0 * big_l)
+    u = jnp.log(ax / jnp.sqrt(2.0 * big_l))
     for _ in range(3):
-        rhs = big_l + jnp.log(s_lo ** 3 * INV_SQRT2PI / jnp.maximum(ax * ax, 1e-300)) - 0.125 * s_lo * s_lo
-        s_lo = ax / jnp.sqrt(2.0 * jnp.maximum(rhs, 1e-3))
+        s_it = jnp.exp(u)
+        z1 = ax / s_it - 0.5 * s_it
+        x2s2 = (ax / s_it) ** 2
+        resid = big_l + jnp.log(INV_SQRT2PI * (mills_ratio(z1) - mills_ratio(z1 + s_it))) - 0.5 * x2s2 \
+            - 0.125 * s_it * s_it
+        u = u - resid / (x2s2 - 0.25 * s_it * s_it + 3.0)
+    s_lo = jnp.exp(u)
     # regions 1 and 2: Hermite interpolation of the inverse function between s_l and s_c, or s_c and s_u
     inv_side, inv_c = 1.0 / jnp.maximum(d_side, 1e-300), 1.0 / d_c
     s_mid = _hermite_inverse(beta, jnp.where(low_side, b_side, b_c), jnp.where(low_side, s_l, s_c),
@@ -130,7 +146,9 @@ def solve_total_vol(x, beta, max_steps: int = _MAX_STEPS):
         s_new = s + jnp.where(g == 0, 0.0, delta)
         bad = ~converged & (~jnp.isfinite(s_new) | (s_new <= lo_n) | (s_new >= hi_n))
         s_new = jnp.where(bad, 0.5 * (lo_n + hi_n), s_new)
-        done = converged
+        # fourth order: a step that moved s by less than _LAST_STEP left an error of order
+        # _LAST_STEP^4, far below rounding, so the contract is done without a step to confirm it
+        done = converged | (~bad & (jnp.abs(delta) <= _LAST_STEP * s))
         s_out = jnp.where(active, s_new, s)
         return (it + 1, s_out, jnp.where(active, lo_n, lo), jnp.where(active, hi_n, hi), active & ~done)
 
