@@ -85,7 +85,7 @@ def test_american_prices_within_1e_3_of_a_2000_step_tree():
         bsm_price_numpy(100.0, 95.0, 1.0, 0.05, 0.0, 0.3, True), rel=1e-13)
 
 
-def test_bjerksund_stensland_2002_is_the_faster_coarser_method():
+def test_bjerksund_stensland_2002_is_the_coarser_closed_form():
     S, K, T, r, q, sig, call = _contracts(40)
     bs = american_price(S, K, T, r, q, sig, call, method="bs2002")
     tree = leisen_reimer_price(S, K, T, r, q, sig, call, steps=2001)

@@ -198,3 +198,35 @@ def test_normal_cdf_without_erfc_is_accurate_in_both_tails_and_differentiates_to
     assert np.isnan(np.asarray(ncdf(jnp.array([jnp.nan])))).all()
     # a derived density gives the same CDF: phi(d2) = phi(d1) F / K in the Black-Scholes kernel
     assert np.asarray(ncdf_with_pdf(-1.5, npdf(-1.5))) == np.asarray(ncdf(-1.5))
+
+
+def test_traced_kernels_are_kept_across_processes_and_a_damaged_file_is_replaced(tmp_path):
+    """A kernel traced in one process is exported to the cache directory; the next process runs
+    the deserialized module (no tracing) with identical results; an unreadable file is traced
+    again and replaced, never an error."""
+    import json
+    import subprocess
+    import sys
+
+    script = (
+        "import json, numpy as np\n"
+        "from optrader_pipelines.pricing import bsm_greeks, _runtime\n"
+        "g = bsm_greeks(np.linspace(80, 120, 101), 100.0, 0.5, 0.03, 0.01, 0.25, True)\n"
+        "print(json.dumps({'exports': _runtime.EXPORTS, 'price': g['price'].tolist()}))\n")
+
+    def run():
+        env = {**__import__("os").environ, "OPTRADER_JAX_CACHE": str(tmp_path)}
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
+
+    first, _ = run()
+    files = sorted((tmp_path / "exported").glob("european.bsm_kernel-*.jaxexport"))
+    assert first["exports"] == {"loaded": 0, "exported": 1, "failed": 0} and len(files) == 1
+    second, _ = run()
+    assert second["exports"] == {"loaded": 1, "exported": 0, "failed": 0}
+    assert second["price"] == first["price"]
+    files[0].write_bytes(b"not an exported module")
+    third, stderr = run()
+    assert third["exports"] == {"loaded": 0, "exported": 1, "failed": 0} and "unreadable" in stderr
+    assert third["price"] == first["price"]
+    assert files[0].read_bytes() != b"not an exported module"
