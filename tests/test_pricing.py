@@ -230,3 +230,10 @@ def test_traced_kernels_are_kept_across_processes_and_a_damaged_file_is_replaced
     assert third["exports"] == {"loaded": 0, "exported": 1, "failed": 0} and "unreadable" in stderr
     assert third["price"] == first["price"]
     assert files[0].read_bytes() != b"not an exported module"
+    # a file of another code version of the same kernel is removed when the kernel is exported
+    stale = files[0].with_name(files[0].name.rsplit("-", 1)[0] + "-0000000000.jaxexport")
+    stale.write_bytes(b"older code")
+    files[0].unlink()
+    fourth, _ = run()
+    assert fourth["exports"]["exported"] == 1 and fourth["price"] == first["price"]
+    assert not stale.exists() and files[0].exists()

@@ -94,10 +94,18 @@ class _Exportable:
         return self._call(*args)
 
     def _path(self, args) -> Path:
-        signature = [self.name, str(self.size), platform(), str(len(devices())), _code_version()]
+        signature = [self.name, str(self.size), platform(), str(len(devices()))]
         signature += [f"{a.dtype.str}{tuple(a.shape)}" for a in args]
-        key = hashlib.sha256("|".join(signature).encode()).hexdigest()[:24]
-        return _EXPORT_DIR / f"{self.name}-{self.size}-{key}.jaxexport"
+        key = hashlib.sha256("|".join(signature).encode()).hexdigest()[:12]
+        return _EXPORT_DIR / f"{self.name}-{self.size}-{key}-{_code_version()}.jaxexport"
+
+    @staticmethod
+    def _drop_other_versions(path: Path) -> None:
+        """Remove this kernel's files from other code versions, so the cache holds one per kernel."""
+        stem = path.name.rsplit("-", 1)[0]
+        for old in path.parent.glob(f"{stem}-*.jaxexport"):
+            if old != path:
+                old.unlink(missing_ok=True)
 
     def _resolve(self, args):
         if _EXPORT_DIR is None:
@@ -119,6 +127,7 @@ class _Exportable:
             tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
             tmp.write_bytes(exported.serialize())
             os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
+            self._drop_other_versions(path)
             EXPORTS["exported"] += 1
             return jax.jit(exported.call)
         except Exception as exc:
