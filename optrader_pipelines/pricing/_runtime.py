@@ -19,8 +19,9 @@
   kernels' nested derivatives takes seconds that the compile cache does not save (the Greeks
   kernel 4.7 s, the IV 2.7 s, in every new process: the daily run, each Dagster run). A kernel
   is exported once per padded size, input types, device count and version of this package's
-  code and of JAX; every process then runs the same deserialized module, so results do not
-  depend on which process traced it. Any failure to read or write it falls back to tracing.
+  code and of JAX (older versions' files are removed); every process then runs the same
+  deserialized module, so results do not depend on which process traced it. Any failure to read
+  or write it falls back to tracing.
 """
 
 from __future__ import annotations
