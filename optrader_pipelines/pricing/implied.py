@@ -49,7 +49,7 @@ _STEP_TOL = 1e-11  # a third-order step this small leaves an error of order 1e-3
 _LAST_STEP = 1e-5
 
 
-def _b_and_ratios(x, s, ex, emx):
+def _b_and_ratios(x, s, ex):
     """b(x, s), b'(s) and the ratios b''/b' and b'''/b'. One exp serves all: e^{x/2} phi(h + t)
     and e^{-x/2} phi(h - t) both equal b'(s), so each CDF term is b' times a Mills ratio
     (h - t < 0 always, since x <= 0)."""
@@ -97,7 +97,7 @@ def solve_total_vol(x, beta, max_steps: int = _MAX_STEPS):
     # both: one evaluation at the side it is on
     low_side = beta <= b_c
     s_side = jnp.where(low_side, jnp.maximum(s_l, 1e-300), s_u)
-    b_side, d_side, _, _ = _b_and_ratios(x, s_side, ex, emx)
+    b_side, d_side, _, _ = _b_and_ratios(x, s_side, ex)
     b_side = jnp.where(low_side & (s_l <= 0), 0.0, b_side)  # b(0) = 0
     region = jnp.where(low_side, jnp.where(beta < b_side, 0, 1), jnp.where(beta <= b_side, 2, 3))
     lower = region == 0
@@ -135,7 +135,7 @@ def solve_total_vol(x, beta, max_steps: int = _MAX_STEPS):
 
     def step(carry):
         it, s, lo, hi, active = carry
-        b, b1, r2, r3 = _b_and_ratios(x, s, ex, emx)
+        b, b1, r2, r3 = _b_and_ratios(x, s, ex)
         lam = b1 / b
         g = jnp.where(lower, jnp.log(b) - log_beta, b - beta)
         gp = jnp.where(lower, lam, b1)
