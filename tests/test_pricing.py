@@ -106,6 +106,26 @@ def test_bad_inputs_give_nan_with_status_and_do_not_poison_neighbours():
     assert np.isfinite(g["delta"][0]) and np.isnan(g["delta"][1])
 
 
+def test_engine_xla_flags_are_added_only_where_the_user_has_not_set_them():
+    import os
+    import subprocess
+    import sys
+
+    from optrader_pipelines.pricing import _runtime
+
+    assert _runtime._xla_cpu_flags("", 2) == (
+        "--xla_force_host_platform_device_count=2 --xla_cpu_prefer_vector_width=512")
+    mine = "--xla_cpu_prefer_vector_width=256 --xla_force_host_platform_device_count=1"
+    assert _runtime._xla_cpu_flags(mine, 8) == mine
+    assert _runtime._xla_cpu_flags("--xla_dump_to=/tmp/x", 4).split() == [
+        "--xla_dump_to=/tmp/x", "--xla_force_host_platform_device_count=4", "--xla_cpu_prefer_vector_width=512"]
+    # a process that imports the engine before JAX runs with them
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", "import os, optrader_pipelines.pricing; print(os.environ['XLA_FLAGS'])"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    assert "--xla_cpu_prefer_vector_width=512" in out and "--xla_force_host_platform_device_count=" in out
+
+
 def test_a_new_chain_length_does_not_recompile():
     from optrader_pipelines.pricing import _runtime
 

@@ -6,6 +6,11 @@
   as ``shard_map`` over those devices, each device walking its half in cache-sized chunks with
   ``lax.map``. XLA:CPU otherwise materialises every intermediate of a fused kernel as a full
   array, which makes a Black-Scholes kernel memory-bound at about a third of this speed.
+* On the CPU, LLVM is told to prefer 512-bit vectors (``--xla_cpu_prefer_vector_width=512``;
+  XLA's default is 256). Where the CPU has AVX-512 the compute-bound kernels then run on twice
+  the lanes: on this machine's AMD EPYC the American price is 1.4-1.6 times faster and the IV
+  about 1.1 times, with bitwise the same results; where it has no AVX-512 the setting changes
+  nothing. As with the device count, a value the user put in ``XLA_FLAGS`` wins.
 * On a GPU the kernel runs on one device over the whole padded array.
 * Inputs are padded to one of :data:`PAD_SIZES` (longer inputs run in slices of the largest), so a
   new chain length never triggers a compilation. On the CPU an expensive kernel (the American
@@ -34,9 +39,19 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
-if "jax" not in sys.modules and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={max(1, os.cpu_count() or 1)}").strip()
+
+def _xla_cpu_flags(current: str, cores: int) -> str:
+    """XLA_FLAGS with the engine's CPU settings added, each only where the user has not set it."""
+    flags = [current] if current else []
+    if "xla_force_host_platform_device_count" not in current:
+        flags.append(f"--xla_force_host_platform_device_count={max(1, cores)}")
+    if "xla_cpu_prefer_vector_width" not in current:
+        flags.append("--xla_cpu_prefer_vector_width=512")
+    return " ".join(flags)
+
+
+if "jax" not in sys.modules:
+    os.environ["XLA_FLAGS"] = _xla_cpu_flags(os.environ.get("XLA_FLAGS", "").strip(), os.cpu_count() or 1)
 
 import jax  # noqa: E402
 
