@@ -1,8 +1,12 @@
 """American exercise: price, Greeks and implied volatility, with a reference tree.
 
 * ``method="qdfp"`` (default): the Andersen-Lake-Offengeld fixed-point method (:mod:`._qdfp`)
-  with the engine's scheme (:data:`._qdfp.ENGINE`, now QuantLib's fast scheme: about 1e-5 of a
-  2,000-step tree); ``method="qdfp_quantlib"`` always uses QuantLib's fast scheme.
+  with the engine's scheme (:data:`._qdfp.ENGINE`: 7 nodes, 6 and 27 points, the QD+ start from
+  Barone-Adesi-Whaley's seed; median 1e-6 and max 6e-4 relative of the method at high precision,
+  about 25% less CPU than QuantLib's); ``method="qdfp_quantlib"`` uses QuantLib's fast scheme,
+  equal to QuantLib's ``QdFpAmericanEngine`` to rounding.
+* At or below the exercise boundary (the put's spot at or below B(T)) the value is intrinsic,
+  with delta -1 (put) or 1 (call) and gamma, theta, vega and rho 0.
 * ``method="bs2002"``: Bjerksund-Stensland 2002 (two-step flat exercise boundary) for a call with
   cost of carry ``b = r - q``; a put uses P(S, K, T, r, b) = C(K, S, T, r - b, -b). Its bivariate
   normal CDF is always at correlation +-sqrt(t1/T) = +-0.786, where Genz's Gauss-Legendre form
@@ -135,7 +139,10 @@ def _qdfp_parts(K, T, r, q, sigma, is_call, scheme=_qdfp.ENGINE, layout="loop"):
 def _qdfp_on_boundary(S, K, T, r, q, sigma, is_call, parts):
     early, r_, q_, (y, xmax), scheme, layout = parts
     S_, K_, _, _ = _as_put(S, K, r, q, is_call)
-    american = K_ * _qdfp.put_on_boundary(S_ / K_, T, r_, q_, sigma, y, xmax, scheme, layout)
+    m = S_ / K_
+    # exercised: the intrinsic value written directly, so that a call's delta is 1 exactly
+    american = jnp.where(_qdfp.exercised(m, y, xmax), K_ - S_,
+                         K_ * _qdfp.put_on_boundary(m, T, r_, q_, sigma, y, xmax, scheme, layout))
     return _bounded(american, early, S, K, T, r, q, sigma, is_call)
 
 
@@ -151,7 +158,7 @@ def _qdfp_value_with(scheme, layout="loop"):
     return value
 
 
-# "qdfp": the engine's scheme; "qdfp_quantlib": QuantLib's fast scheme (the same scheme today)
+# "qdfp": the engine's scheme; "qdfp_quantlib": QuantLib's fast scheme
 _VALUE = {"qdfp": _qdfp_value_with(_qdfp.ENGINE), "qdfp_quantlib": _qdfp_value_with(_qdfp.QUANTLIB_FAST),
           "bs2002": _bs2002_value}
 METHODS = tuple(_VALUE)
@@ -170,6 +177,23 @@ def _price_kernel(method):
     kernel.chunk = 512 if method.startswith("qdfp") else 4096
     kernel.cpu_slices = CPU_SLICES
     return kernel
+
+
+# How far outside its no-arbitrage bounds an American delta (put [-1, 0], call [0, 1]) or gamma
+# (>= 0) is brought back: the approximation's own errors, never more. Within ~1e-5 of the
+# exercise boundary its smooth pasting is not exact, and the delta of the price formula there
+# measured down to -1 - 2e-6 (the put; 1 + 2e-6 the call); a deep in-the-money contract at low vol
+# has a gamma of 0 computed as -1e-16 / S. Anything further out is left for validation to see.
+_DELTA_SLACK = 1e-5
+_GAMMA_SLACK = 1e-12
+
+
+def _within_bounds(delta, gamma, S, is_call):
+    lo, hi = jnp.where(is_call, 0.0, -1.0), jnp.where(is_call, 1.0, 0.0)
+    delta = jnp.where((delta < lo) & (delta >= lo - _DELTA_SLACK), lo,
+                      jnp.where((delta > hi) & (delta <= hi + _DELTA_SLACK), hi, delta))
+    gamma = jnp.where((gamma < 0.0) & (gamma * S >= -_GAMMA_SLACK), 0.0, gamma)
+    return delta, gamma
 
 
 def _greeks_kernel(method):
@@ -219,6 +243,7 @@ def _greeks_kernel(method):
             return jax.jvp(lambda x: f(S, T, r, x), (v,), (ones,))[1]
 
         volga = jax.jvp(vega_fn, (sigma,), (ones,))[1]
+        delta, gamma = _within_bounds(delta, gamma, S, is_call)
         outs = (price, delta, gamma, -d_t, d_v, d_r, d_vs, volga, -d_ts)
         return tuple(jnp.where(ok, o, jnp.nan) for o in outs)
 
@@ -244,7 +269,8 @@ def _kernel(kind: str, method: str):
 
 def american_price(S, K, T, r, q, sigma, is_call, *, method: str = "qdfp") -> np.ndarray:
     """American prices for arrays (or scalars) of contracts: ``method="qdfp"`` (default, the
-    Andersen-Lake-Offengeld fixed-point method, about 1e-5 relative of a 2,000-step tree),
+    Andersen-Lake-Offengeld fixed-point method: median 1e-6, max 6e-4 relative of that method at
+    high precision on 20,000 random contracts, and within 1.4e-4 of a 2,000-step tree on 300),
     ``"qdfp_quantlib"`` (QuantLib's fast scheme of that method) or
     ``"bs2002"`` (Bjerksund-Stensland 2002: a closed form, within a few 1e-3, and no faster here:
     its bivariate normal CDFs cost 320 exps). NaN for invalid inputs."""
