@@ -182,9 +182,10 @@ def _price_kernel(method):
 # How far outside its no-arbitrage bounds an American delta (put [-1, 0], call [0, 1]) or gamma
 # (>= 0) is brought back: the approximation's own errors, never more. Within ~1e-5 of the
 # exercise boundary its smooth pasting is not exact, and the delta of the price formula there
-# measured down to -1 - 2e-6 (the put; 1 + 2e-6 the call); a deep in-the-money contract at low vol
-# has a gamma of 0 computed as -1e-16 / S. Anything further out is left for validation to see.
-_DELTA_SLACK = 1e-5
+# measured down to -1 - 2e-6 with the engine's scheme and -1 - 1.3e-5 with QuantLib's (the put;
+# the call likewise above 1); a deep in-the-money contract at low vol has a gamma of 0 computed
+# as -1e-16 / S. Anything further out is left for validation to see.
+_DELTA_SLACK = 1e-4
 _GAMMA_SLACK = 1e-12
 
 
