@@ -220,6 +220,48 @@ def test_normal_cdf_without_erfc_is_accurate_in_both_tails_and_differentiates_to
     assert np.asarray(ncdf_with_pdf(-1.5, npdf(-1.5))) == np.asarray(ncdf(-1.5))
 
 
+def test_the_engines_log_is_within_one_ulp_with_exact_edges_and_derivatives():
+    """The kernels' bitwise (fdlibm) log against a long-double reference over the whole normal
+    range and near 1; its edge values are numpy's; its derivatives are 1/x and -1/x^2."""
+    from optrader_pipelines.pricing.european import log
+
+    rng = np.random.default_rng(11)
+    x = np.concatenate([np.exp(rng.uniform(-708, 709, 200_000)), 1 + rng.uniform(-1e-3, 1e-3, 50_000),
+                        rng.uniform(0.5, 2.0, 50_000), 2.0 ** np.arange(-1022, 1024)])
+    ours = np.asarray(jax.jit(log)(x))
+    ref = np.log(x.astype(np.longdouble))
+    ulps = np.abs(ours - ref) / np.spacing(np.abs(ref.astype(np.float64)))
+    assert float(ulps.max()) < 1.0
+    assert np.mean(ours == np.log(x)) > 0.9  # numpy's correctly rounded log agrees almost everywhere
+    edges = np.array([0.0, -0.0, -1.0, -np.inf, np.nan, np.inf, 1.0, np.finfo(np.float64).max])
+    np.testing.assert_array_equal(np.asarray(jax.jit(log)(edges)), np.log(edges))
+    g = np.linspace(0.1, 10, 101)
+    np.testing.assert_allclose(np.asarray(jax.vmap(jax.grad(log))(g)), 1 / g, rtol=1e-15)
+    np.testing.assert_allclose(np.asarray(jax.vmap(jax.grad(jax.grad(log)))(g)), -1 / g ** 2, rtol=1e-15)
+
+
+def test_results_are_fresh_arrays_that_a_later_call_does_not_overwrite():
+    """The CPU kernels write into their previous call's donated output buffers; what a call returns
+    is copied out of them, so it survives the next call, and large results start on a 2 MiB page."""
+    from optrader_pipelines.pricing import _runtime
+
+    rng = np.random.default_rng(5)
+    n = 70_000
+    S, K = rng.uniform(50, 150, n), rng.uniform(50, 150, n)
+    first = bsm_greeks(S, K, 0.5, 0.03, 0.01, 0.25, True)
+    kept = {k: v.copy() for k, v in first.items()}
+    second = bsm_greeks(S * 2, K, 0.5, 0.03, 0.01, 0.25, True)
+    third = bsm_greeks(S, K, 0.5, 0.03, 0.01, 0.25, True)
+    for k in first:
+        np.testing.assert_array_equal(first[k], kept[k])
+        np.testing.assert_array_equal(third[k], kept[k])
+        assert not np.shares_memory(first[k], second[k]) and not np.shares_memory(first[k], third[k])
+    assert not np.array_equal(first["price"], second["price"])
+    np.testing.assert_allclose(first["price"], bsm_price_numpy(S, K, 0.5, 0.03, 0.01, 0.25, True), rtol=1e-12)
+    big = _runtime._result_array(300_000, np.float64)
+    assert big.ctypes.data % (1 << 21) == 0 and big.shape == (300_000,) and big.flags.writeable
+
+
 def test_traced_kernels_are_kept_across_processes_and_a_damaged_file_is_replaced(tmp_path):
     """A kernel traced in one process is exported to the cache directory; the next process runs
     the deserialized module (no tracing) with identical results; an unreadable file is traced

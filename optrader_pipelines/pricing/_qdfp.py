@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .european import ncdf, ncdf_with_pdf, npdf
+from .european import log, ncdf, ncdf_with_pdf, npdf
 
 class Scheme:
     """A fixed-point scheme: Chebyshev nodes of the boundary, Gauss-Legendre points of the
@@ -141,7 +141,7 @@ def _qd_plus_boundary(r, q, v, tau, xmax, halley_steps, start="xmax"):
     lam_p = 2.0 * r / (v2 * one_dr * one_dr * root)
     alpha = 2.0 * dr * r / (v2 * (2.0 * lam + omega - 1.0))
     beta = alpha * (1.0 / one_dr + lam_p / (2.0 * lam + omega - 1.0)) - lam
-    w_min = jnp.log(2.220446049250313e-12 * xmax)
+    w_min = log(2.220446049250313e-12 * xmax)
     a_rdr = alpha / (r * dr)
     c0 = (r - q) * tau * ivt + 0.5 * vt  # d+ = ln(x) / vt + c0 (unit strike)
     half_v2_ivt = 0.5 * v2 * ivt
@@ -185,9 +185,9 @@ def _qd_plus_boundary(r, q, v, tau, xmax, halley_steps, start="xmax"):
         q1 = 0.5 * (-m1 - jnp.sqrt(m1 * m1 + 8.0 * r / v2))
         s_inf = q1 / (q1 - 1.0)
         seed = s_inf + (1.0 - s_inf) * jnp.exp((b * tau - 2.0 * vt) / (1.0 - s_inf))
-        w = jnp.log(jnp.minimum(seed, xmax))
+        w = log(jnp.minimum(seed, xmax))
     else:
-        w = jnp.broadcast_to(jnp.log(xmax), tau.shape)
+        w = jnp.broadcast_to(log(xmax), tau.shape)
     w = jax.lax.stop_gradient(jax.lax.fori_loop(0, halley_steps - 2, step, w))  # a loop: compiles fast
     return step(1, step(0, w))
 
@@ -215,7 +215,7 @@ def boundary(T, r, q, v, scheme=ENGINE, layout: str = "loop"):
     above = q > r  # X = min(1, r/q), written so that no derivative divides by a zero q
     xmax = jnp.where(above, r / jnp.where(above, q, 1.0), 1.0)
     tau = scheme.node_frac[:, None] * T  # (n, B); the node tau = 0 is dropped
-    lb = _qd_plus_boundary(r, q, v, tau, xmax, scheme.halley_steps, scheme.start) - jnp.log(xmax)
+    lb = _qd_plus_boundary(r, q, v, tau, xmax, scheme.halley_steps, scheme.start) - log(xmax)
     h = lb * lb  # H = ln(B/X)^2 at the nodes
 
     # fixed-point integrals over u in (0, tau) at u = tau s_j: everything but B(u) is fixed. With
@@ -224,7 +224,7 @@ def boundary(T, r, q, v, scheme=ENGINE, layout: str = "loop"):
     vt = v * jnp.sqrt(tau)
     ivt = 1.0 / vt
     g = (r - q) * tau * ivt + 0.5 * vt
-    c_tau = g + jnp.log(xmax) * ivt  # d+(tau, B/K) = c_tau - (-ln(B/X)) ivt
+    c_tau = g + log(xmax) * ivt  # d+(tau, B/K) = c_tau - (-ln(B/X)) ivt
     half_tau = 0.5 * tau
     if layout == "loop":
         r_w = [r * (float(w) * half_tau) * jnp.exp(float(s) * r * tau) for s, w in zip(scheme.fp_s, scheme.fp_w)]
@@ -263,7 +263,7 @@ def boundary(T, r, q, v, scheme=ENGINE, layout: str = "loop"):
         else:
             new_b = fv
         new_b = jnp.where(jnp.isfinite(new_b) & (new_b > 0), new_b, b)
-        lb = jnp.log(new_b / xmax)
+        lb = jnp.log(new_b / xmax)  # XLA:CPU runs this step slower with the bitwise log (measured: 2.3 -> 1.4 M/s)
         h = lb * lb
 
     return h, xmax
@@ -285,13 +285,13 @@ def put_on_boundary(m, T, r, q, v, h, xmax, scheme=ENGINE, layout: str = "loop")
         h_t = _interp(scheme.pr_interp, h)
     else:
         h_t = _clenshaw(_to_coef(h, scheme), scheme.pr_cheb[:, None] + 0.0 * z)
-    ln_s_b = jnp.log(m / xmax) + _safe_sqrt(h_t)  # ln(m / B(T - t))
+    ln_s_b = log(m / xmax) + _safe_sqrt(h_t)  # ln(m / B(T - t))
     dp = (ln_s_b + (r - q) * t) / vt + 0.5 * vt
     integrand = 2.0 * z * (r * jnp.exp(-r * t) * ncdf(vt - dp) - q * m * jnp.exp(-q * t) * ncdf(-dp))
     premium = 0.5 * sqrt_T * jnp.sum(scheme.pr_w[:, None] * integrand, axis=0)
 
     st = v * sqrt_T
-    d1 = (jnp.log(m) + (r - q) * T) / st + 0.5 * st
+    d1 = (log(m) + (r - q) * T) / st + 0.5 * st
     european = jnp.exp(-r * T) * ncdf(st - d1) - m * jnp.exp(-q * T) * ncdf(-d1)
     return jnp.maximum(european, 0.0) + jnp.maximum(premium, 0.0)
 

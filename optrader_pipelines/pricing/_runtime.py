@@ -11,6 +11,11 @@
   the lanes: on this machine's AMD EPYC the American price is 1.4-1.6 times faster and the IV
   about 1.1 times, with bitwise the same results; where it has no AVX-512 the setting changes
   nothing. As with the device count, a value the user put in ``XLA_FLAGS`` wins.
+* On the CPU a kernel's outputs are written into its previous call's output buffers (donated, see
+  :class:`_Kernel`) and copied out of each device's buffer in place into arrays aligned for huge
+  pages: fresh multi-megabyte buffers cost a page fault per 4 KiB on first touch, and at 1M
+  contracts those faults (in XLA's outputs and in JAX's own assembly of a sharded result) were as
+  long as the Black-Scholes kernel itself.
 * On a GPU the kernel runs on one device over the whole padded array.
 * Inputs are padded to one of :data:`PAD_SIZES` (longer inputs run in slices of the largest), so a
   new chain length never triggers a compilation. On the CPU an expensive kernel (the American
@@ -100,8 +105,8 @@ class _Exportable:
     """A jitted kernel that, on its first call, runs from the exported-kernel cache: the module
     deserialized from disk when it is there, else traced, exported and written there first."""
 
-    def __init__(self, jitted, name: str, size: int, sharding) -> None:
-        self.jitted, self.name, self.size, self.sharding = jitted, name, size, sharding
+    def __init__(self, jitted, name: str, size: int, sharding, donate: tuple = ()) -> None:
+        self.jitted, self.name, self.size, self.sharding, self.donate = jitted, name, size, sharding, donate
         self._call = None
 
     def __call__(self, *args):
@@ -134,7 +139,7 @@ class _Exportable:
                 try:
                     exported = export.deserialize(bytearray(path.read_bytes()))
                     EXPORTS["loaded"] += 1
-                    return jax.jit(exported.call)
+                    return jax.jit(exported.call, donate_argnums=self.donate, keep_unused=True)
                 except Exception as exc:  # a damaged or foreign file: trace again and replace it
                     log.warning("exported kernel %s unreadable (%s); tracing it again", path.name, exc)
             specs = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self.sharding) for a in args]
@@ -145,7 +150,7 @@ class _Exportable:
             os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
             self._drop_other_versions(path)
             EXPORTS["exported"] += 1
-            return jax.jit(exported.call)
+            return jax.jit(exported.call, donate_argnums=self.donate, keep_unused=True)
         except Exception as exc:
             EXPORTS["failed"] += 1
             log.warning("kernel %s not exported (%s); it is traced in every process", self.name, exc)
@@ -197,35 +202,66 @@ def _tile_body(kernel):
     return body
 
 
+class _Kernel:
+    """One kernel compiled at one padded size: the callable, the input sharding (None off the CPU)
+    and, on the CPU, the output carriers.
+
+    A call's outputs are fresh XLA allocations, and at 1M contracts their first touch (a page fault
+    per 4 KiB) was a third of a Black-Scholes kernel's time. On the CPU the kernel therefore takes
+    its previous call's output buffers as extra, donated and otherwise unused arguments ("carriers"),
+    and XLA writes the new outputs into them; :func:`run` copies the results out before the next
+    call. The memory held is one set of outputs per kernel and size, like the staging pool's inputs."""
+
+    def __init__(self, fn, sharding, carrier_shapes) -> None:
+        self.fn, self.sharding, self.carrier_shapes = fn, sharding, carrier_shapes
+        self.carriers: list | None = None
+
+    def __call__(self, inputs: list) -> list:
+        if self.sharding is None:
+            return list(jax.block_until_ready(self.fn(*inputs)))
+        if self.carriers is None:
+            self.carriers = [jax.device_put(np.zeros(shape.shape, shape.dtype), self.sharding)
+                             for shape in self.carrier_shapes]
+        carriers, self.carriers = self.carriers, None  # donated: gone even if the call fails
+        out = list(jax.block_until_ready(self.fn(*inputs, *carriers)))
+        self.carriers = out  # these become the next call's carriers
+        return out
+
+
 @lru_cache(maxsize=None)
-def _compiled(kernel, size: int, n_in: int, n_out: int):
-    """(jitted function, input sharding or None) for one kernel at one padded size."""
+def _compiled(kernel, size: int, n_in: int, n_out: int, in_dtypes: tuple = ()) -> _Kernel:
+    """The kernel compiled (or loaded from the export cache on its first call) at one padded size."""
     devs = devices()
     nd = len(devs)
     # only this package's kernels are exported: their code is what the cache key digests
     name = f"{kernel.__module__.rsplit('.', 1)[-1]}.{kernel.__name__}"
     own = kernel.__module__.startswith(f"{__package__}.")
 
-    def wrap(jitted, tag, sharding):
-        return _Exportable(jitted, tag, size, sharding) if own else jitted
+    def wrap(jitted, tag, sharding, donate=()):
+        return _Exportable(jitted, tag, size, sharding, donate) if own else jitted
 
     if devs[0].platform != "cpu" or size % nd:
-        return wrap(jax.jit(kernel), name, None), None
+        return _Kernel(wrap(jax.jit(kernel), name, None), None, ())
     per_device = size // nd
     chunk = min(getattr(kernel, "chunk", CPU_CHUNK), per_device)
+    dtypes = in_dtypes or (np.float64,) * n_in
+    chunk_out = jax.eval_shape(kernel, *[jax.ShapeDtypeStruct((chunk,), d) for d in dtypes])
+    carrier_shapes = tuple(jax.ShapeDtypeStruct((size,), o.dtype) for o in chunk_out)
 
     body = _tile_body(kernel)
 
     def local(*arrays):
-        tiles = tuple(a.reshape(-1, chunk) for a in arrays)
+        tiles = tuple(a.reshape(-1, chunk) for a in arrays[:n_in])  # the rest are the carriers
         _, out = jax.lax.scan(body, (), tiles)  # lax.map, with the body kept from size to size
         return tuple(o.reshape(-1) for o in out)
 
     mesh = Mesh(np.array(devs), ("d",))
     spec = PartitionSpec("d")
-    fn = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(spec,) * n_in, out_specs=(spec,) * n_out))
+    donate = tuple(range(n_in, n_in + n_out))
+    fn = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(spec,) * (n_in + n_out), out_specs=(spec,) * n_out),
+                 donate_argnums=donate, keep_unused=True)
     sharding = NamedSharding(mesh, spec)
-    return wrap(fn, f"{name}-c{chunk}", sharding), sharding
+    return _Kernel(wrap(fn, f"{name}-c{chunk}", sharding, donate), sharding, carrier_shapes)
 
 
 def _aligned_empty(size: int, dtype) -> np.ndarray:
@@ -274,24 +310,59 @@ def _staged(a: np.ndarray, start: int, stop: int, size: int, fill, slot: int) ->
     return buf
 
 
+_HUGE_PAGE = 1 << 21
+
+
+def _result_array(n: int, dtype) -> np.ndarray:
+    """An uninitialised result array; from 2 MiB on its data starts on a 2 MiB boundary, so the
+    transparent huge pages numpy asks for cover all of it (its first touch then faults a page per
+    2 MiB rather than per 4 KiB: 2 ms less per million contracts of six outputs here)."""
+    dtype = np.dtype(dtype)
+    nbytes = n * dtype.itemsize
+    if nbytes < _HUGE_PAGE:
+        return np.empty(n, dtype=dtype)
+    raw = np.empty(nbytes + _HUGE_PAGE, dtype=np.uint8)
+    offset = (-raw.ctypes.data) % _HUGE_PAGE
+    return raw[offset:offset + nbytes].view(dtype)
+
+
+def _copy_out(out, results: list[np.ndarray], start: int, m: int) -> None:
+    """Copy the first ``m`` padded outputs into ``results[i][start:start + m]``. On the CPU each
+    device's shard is read in place (``np.asarray`` of a single-device CPU array is a view): JAX's
+    own assembly of a sharded array costs a fresh array and twice the page faults."""
+    for res, o in zip(results, out):
+        shards = getattr(o, "addressable_shards", None)
+        if shards is None or len(shards) == 1:
+            res[start:start + m] = np.asarray(o)[:m]
+            continue
+        pos = 0
+        for shard in sorted(shards, key=lambda sh: sh.index[0].start or 0):
+            if pos >= m:
+                break
+            view = np.asarray(shard.data)
+            take = min(len(view), m - pos)
+            res[start + pos:start + pos + take] = view[:take]
+            pos += take
+
+
 def run(kernel, arrays: list[np.ndarray], pad_values: list, n_out: int) -> list[np.ndarray]:
     """Run an elementwise ``kernel`` (1-D arrays in, tuple of 1-D arrays out) over equal-length
-    host arrays, padded to a fixed size with benign ``pad_values``; returns host arrays."""
+    host arrays, padded to a fixed size with benign ``pad_values``; returns fresh host arrays."""
     n = len(arrays[0])
-    parts: list[list[np.ndarray]] = []
+    in_dtypes = tuple(a.dtype.str for a in arrays)
+    results: list[np.ndarray] | None = None
     with _POOL.lock:
         for start, stop, size in pieces(kernel, n):
-            fn, sharding = _compiled(kernel, size, len(arrays), n_out)
-            m = stop - start
+            compiled = _compiled(kernel, size, len(arrays), n_out, in_dtypes)
             padded = [_staged(a, start, stop, size, fill, slot)
                       for slot, (a, fill) in enumerate(zip(arrays, pad_values))]
-            if sharding is not None:
-                padded = jax.device_put(padded, sharding)
-            out = jax.block_until_ready(fn(*padded))
-            parts.append([np.asarray(o)[:m] for o in out])
-    if len(parts) == 1:
-        return parts[0]
-    return [np.concatenate([p[i] for p in parts]) for i in range(n_out)]
+            if compiled.sharding is not None:
+                padded = jax.device_put(padded, compiled.sharding)
+            out = compiled(padded)
+            if results is None:
+                results = [_result_array(n, o.dtype) for o in out]
+            _copy_out(out, results, start, stop - start)
+    return results
 
 
 def as_arrays(*values, is_call) -> tuple[list[np.ndarray], np.ndarray]:

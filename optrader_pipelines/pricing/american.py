@@ -27,7 +27,7 @@ from scipy.special import ndtr
 
 from . import _runtime
 from . import _qdfp
-from .european import GREEKS, SECOND_ORDER, bsm_kernel, guard, ncdf, npdf, valid_inputs
+from .european import GREEKS, SECOND_ORDER, bsm_kernel, guard, log, ncdf, npdf, valid_inputs
 from .implied import iv_kernel
 
 _T1_FRACTION = 0.5 * (math.sqrt(5.0) - 1.0)  # t1 = T (sqrt5 - 1)/2
@@ -52,9 +52,9 @@ def _bvn_lower(a, b, rho: float):
 def _phi(S, T, gamma, H, I, r, b, v):
     sig_t = v * jnp.sqrt(T)
     lam = (-r + gamma * b + 0.5 * gamma * (gamma - 1.0) * v * v) * T
-    d = -(jnp.log(S / H) + (b + (gamma - 0.5) * v * v) * T) / sig_t
+    d = -(log(S / H) + (b + (gamma - 0.5) * v * v) * T) / sig_t
     kappa = 2.0 * b / (v * v) + 2.0 * gamma - 1.0
-    return jnp.exp(lam) * S ** gamma * (ncdf(d) - (I / S) ** kappa * ncdf(d - 2.0 * jnp.log(I / S) / sig_t))
+    return jnp.exp(lam) * S ** gamma * (ncdf(d) - (I / S) ** kappa * ncdf(d - 2.0 * log(I / S) / sig_t))
 
 
 def _psi(S, T, gamma, H, I2, I1, t1, r, b, v):
@@ -62,14 +62,14 @@ def _psi(S, T, gamma, H, I2, I1, t1, r, b, v):
     drift = (b + (gamma - 0.5) * v * v) * T
     s1 = v * jnp.sqrt(t1)
     s = v * jnp.sqrt(T)
-    e1 = (jnp.log(S / I1) + drift1) / s1
-    e2 = (jnp.log(I2 * I2 / (S * I1)) + drift1) / s1
-    e3 = (jnp.log(S / I1) - drift1) / s1
-    e4 = (jnp.log(I2 * I2 / (S * I1)) - drift1) / s1
-    f1 = (jnp.log(S / H) + drift) / s
-    f2 = (jnp.log(I2 * I2 / (S * H)) + drift) / s
-    f3 = (jnp.log(I1 * I1 / (S * H)) + drift) / s
-    f4 = (jnp.log(S * I1 * I1 / (H * I2 * I2)) + drift) / s
+    e1 = (log(S / I1) + drift1) / s1
+    e2 = (log(I2 * I2 / (S * I1)) + drift1) / s1
+    e3 = (log(S / I1) - drift1) / s1
+    e4 = (log(I2 * I2 / (S * I1)) - drift1) / s1
+    f1 = (log(S / H) + drift) / s
+    f2 = (log(I2 * I2 / (S * H)) + drift) / s
+    f3 = (log(I1 * I1 / (S * H)) + drift) / s
+    f4 = (log(S * I1 * I1 / (H * I2 * I2)) + drift) / s
     lam = -r + gamma * b + 0.5 * gamma * (gamma - 1.0) * v * v
     kappa = 2.0 * b / (v * v) + 2.0 * gamma - 1.0
     return jnp.exp(lam * T) * S ** gamma * (
@@ -330,7 +330,7 @@ def _iv_kernel(method):
         target = jnp.where(solvable, price, 1.0)
 
         sqrt_t = jnp.sqrt(T)
-        ln_fk = jnp.log(S / K) + (r - q) * T
+        ln_fk = log(S / K) + (r - q) * T
         s_dq_sqrt_t = S * jnp.exp(-q * T) * sqrt_t
 
         def european_vega(v):

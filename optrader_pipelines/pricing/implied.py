@@ -26,7 +26,7 @@ import numpy as np
 from jax.scipy.special import ndtri
 
 from . import _runtime
-from .european import INV_SQRT2PI, mills_ratio, valid_inputs
+from .european import INV_SQRT2PI, log, mills_ratio, valid_inputs
 
 IV_STATUS = {
     0: "ok",
@@ -85,12 +85,12 @@ def _region0_start(ax, big_l):
     the slope taken from the asymptotic form (d/du of the last term ~ 3). The function is concave
     in u, so from the left (the root of -x^2/2s^2 = ln beta) the iterates rise monotonically;
     three of them leave every contract two Householder steps from machine precision."""
-    u = jnp.log(ax / jnp.sqrt(2.0 * big_l))
+    u = log(ax / jnp.sqrt(2.0 * big_l))
     for _ in range(3):
         s_it = jnp.exp(u)
         z1 = ax / s_it - 0.5 * s_it
         x2s2 = (ax / s_it) ** 2
-        resid = big_l + jnp.log(INV_SQRT2PI * (mills_ratio(z1) - mills_ratio(z1 + s_it))) - 0.5 * x2s2 \
+        resid = big_l + log(INV_SQRT2PI * (mills_ratio(z1) - mills_ratio(z1 + s_it))) - 0.5 * x2s2 \
             - 0.125 * s_it * s_it
         u = u - resid / (x2s2 - 0.25 * s_it * s_it + 3.0)
     return jnp.exp(u)
@@ -141,7 +141,7 @@ def solve_total_vol(x, beta, max_steps: int = _MAX_STEPS):
     b_side = jnp.where(low_side & (s_l <= 0), 0.0, b_side)  # b(0) = 0
     region = jnp.where(low_side, jnp.where(beta < b_side, 0, 1), jnp.where(beta <= b_side, 2, 3))
     lower = region == 0
-    log_beta = jnp.log(beta)
+    log_beta = log(beta)
 
     s_lo = _compacted(lower, _region0_start, ax, -log_beta)
     # regions 1 and 2: Hermite interpolation of the inverse function between s_l and s_c, or s_c and s_u
@@ -163,7 +163,7 @@ def solve_total_vol(x, beta, max_steps: int = _MAX_STEPS):
         it, s, lo, hi, active = carry
         b, b1, r2, r3 = _b_and_ratios(x, s, ex)
         lam = b1 / b
-        g = jnp.where(lower, jnp.log(b) - log_beta, b - beta)
+        g = jnp.where(lower, log(b) - log_beta, b - beta)
         gp = jnp.where(lower, lam, b1)
         h2 = jnp.where(lower, r2 - lam, r2)
         h3 = jnp.where(lower, r3 - 3.0 * lam * r2 + 2.0 * lam * lam, r3)
@@ -202,7 +202,7 @@ def iv_kernel(price, S, K, T, r, q, is_call):
     sign = jnp.where(is_call, 1.0, -1.0)
     intrinsic = jnp.maximum(sign * (F - K), 0.0)
     time_value = undisc - intrinsic
-    x = -jnp.abs(jnp.log(F / K))
+    x = -jnp.abs(log(F / K))
     beta = time_value / jnp.sqrt(F * K)
     b_max = jnp.exp(0.5 * x)
     tol = 4e-16 * jnp.maximum(F, K)
