@@ -103,10 +103,15 @@ def _code_version() -> str:
 
 class _Exportable:
     """A jitted kernel that, on its first call, runs from the exported-kernel cache: the module
-    deserialized from disk when it is there, else traced, exported and written there first."""
+    deserialized from disk when it is there, else traced, exported and written there first.
 
-    def __init__(self, jitted, name: str, size: int, sharding, donate: tuple = ()) -> None:
-        self.jitted, self.name, self.size, self.sharding, self.donate = jitted, name, size, sharding, donate
+    Its first ``n_in`` arguments are the inputs, the rest the donated output carriers
+    (:class:`_Kernel`): the cache key is the inputs', and :meth:`out_shapes` reads the outputs'
+    shapes from the cached module, so a process that finds its kernels on disk traces nothing."""
+
+    def __init__(self, jitted, name: str, size: int, sharding, n_in: int, donate: tuple = ()) -> None:
+        self.jitted, self.name, self.size, self.sharding = jitted, name, size, sharding
+        self.n_in, self.donate = n_in, donate
         self._call = None
 
     def __call__(self, *args):
@@ -114,9 +119,12 @@ class _Exportable:
             self._call = self._resolve(args)
         return self._call(*args)
 
-    def _path(self, args) -> Path:
+    def _jit(self, exported):
+        return jax.jit(exported.call, donate_argnums=self.donate, keep_unused=True)
+
+    def _path(self, inputs) -> Path:
         signature = [self.name, str(self.size), platform(), str(len(devices()))]
-        signature += [f"{a.dtype.str}{tuple(a.shape)}" for a in args]
+        signature += [f"{a.dtype.str}{tuple(a.shape)}" for a in inputs]
         key = hashlib.sha256("|".join(signature).encode()).hexdigest()[:12]
         return _EXPORT_DIR / f"{self.name}-{self.size}-{key}-{_code_version()}.jaxexport"
 
@@ -128,20 +136,43 @@ class _Exportable:
             if old != path:
                 old.unlink(missing_ok=True)
 
-    def _resolve(self, args):
+    def _load(self, inputs):
+        """The cached module for these inputs, or None (absent, unreadable, or no cache)."""
         if _EXPORT_DIR is None:
-            return self.jitted
+            return None
+        path = self._path(inputs)
+        if not path.exists():
+            return None
         try:
             from jax import export
 
-            path = self._path(args)
-            if path.exists():
-                try:
-                    exported = export.deserialize(bytearray(path.read_bytes()))
-                    EXPORTS["loaded"] += 1
-                    return jax.jit(exported.call, donate_argnums=self.donate, keep_unused=True)
-                except Exception as exc:  # a damaged or foreign file: trace again and replace it
-                    log.warning("exported kernel %s unreadable (%s); tracing it again", path.name, exc)
+            exported = export.deserialize(bytearray(path.read_bytes()))
+        except Exception as exc:  # a damaged or foreign file: traced again and replaced
+            log.warning("exported kernel %s unreadable (%s); tracing it again", path.name, exc)
+            return None
+        EXPORTS["loaded"] += 1
+        return exported
+
+    def out_shapes(self, inputs, traced):
+        """The outputs' shapes and dtypes: from the cached module when there is one (which then
+        serves the calls too), else ``traced()``."""
+        if self._call is None:
+            exported = self._load(inputs)
+            if exported is not None:
+                self._call = self._jit(exported)
+                return [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in exported.out_avals]
+        return traced()
+
+    def _resolve(self, args):
+        if _EXPORT_DIR is None:
+            return self.jitted
+        exported = self._load(args[:self.n_in])
+        if exported is not None:
+            return self._jit(exported)
+        try:
+            from jax import export
+
+            path = self._path(args[:self.n_in])
             specs = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self.sharding) for a in args]
             exported = export.export(self.jitted)(*specs)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +181,7 @@ class _Exportable:
             os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
             self._drop_other_versions(path)
             EXPORTS["exported"] += 1
-            return jax.jit(exported.call, donate_argnums=self.donate, keep_unused=True)
+            return self._jit(exported)
         except Exception as exc:
             EXPORTS["failed"] += 1
             log.warning("kernel %s not exported (%s); it is traced in every process", self.name, exc)
@@ -210,18 +241,21 @@ class _Kernel:
     per 4 KiB) was a third of a Black-Scholes kernel's time. On the CPU the kernel therefore takes
     its previous call's output buffers as extra, donated and otherwise unused arguments ("carriers"),
     and XLA writes the new outputs into them; :func:`run` copies the results out before the next
-    call. The memory held is one set of outputs per kernel and size, like the staging pool's inputs."""
+    call. The memory held is one set of outputs per kernel and size, like the staging pool's inputs.
+    The first carriers' shapes come from the exported module, or from tracing the kernel on one
+    chunk when there is none."""
 
-    def __init__(self, fn, sharding, carrier_shapes) -> None:
-        self.fn, self.sharding, self.carrier_shapes = fn, sharding, carrier_shapes
+    def __init__(self, fn, sharding, traced_out_shapes=None) -> None:
+        self.fn, self.sharding, self.traced_out_shapes = fn, sharding, traced_out_shapes
         self.carriers: list | None = None
 
     def __call__(self, inputs: list) -> list:
         if self.sharding is None:
             return list(jax.block_until_ready(self.fn(*inputs)))
         if self.carriers is None:
-            self.carriers = [jax.device_put(np.zeros(shape.shape, shape.dtype), self.sharding)
-                             for shape in self.carrier_shapes]
+            shapes = (self.fn.out_shapes(inputs, self.traced_out_shapes) if isinstance(self.fn, _Exportable)
+                      else self.traced_out_shapes())
+            self.carriers = [jax.device_put(np.zeros(shape.shape, shape.dtype), self.sharding) for shape in shapes]
         carriers, self.carriers = self.carriers, None  # donated: gone even if the call fails
         out = list(jax.block_until_ready(self.fn(*inputs, *carriers)))
         self.carriers = out  # these become the next call's carriers
@@ -238,15 +272,17 @@ def _compiled(kernel, size: int, n_in: int, n_out: int, in_dtypes: tuple = ()) -
     own = kernel.__module__.startswith(f"{__package__}.")
 
     def wrap(jitted, tag, sharding, donate=()):
-        return _Exportable(jitted, tag, size, sharding, donate) if own else jitted
+        return _Exportable(jitted, tag, size, sharding, n_in, donate) if own else jitted
 
     if devs[0].platform != "cpu" or size % nd:
-        return _Kernel(wrap(jax.jit(kernel), name, None), None, ())
+        return _Kernel(wrap(jax.jit(kernel), name, None), None)
     per_device = size // nd
     chunk = min(getattr(kernel, "chunk", CPU_CHUNK), per_device)
     dtypes = in_dtypes or (np.float64,) * n_in
-    chunk_out = jax.eval_shape(kernel, *[jax.ShapeDtypeStruct((chunk,), d) for d in dtypes])
-    carrier_shapes = tuple(jax.ShapeDtypeStruct((size,), o.dtype) for o in chunk_out)
+
+    def traced_out_shapes():
+        chunk_out = jax.eval_shape(kernel, *[jax.ShapeDtypeStruct((chunk,), d) for d in dtypes])
+        return [jax.ShapeDtypeStruct((size,), o.dtype) for o in chunk_out]
 
     body = _tile_body(kernel)
 
@@ -261,7 +297,7 @@ def _compiled(kernel, size: int, n_in: int, n_out: int, in_dtypes: tuple = ()) -
     fn = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(spec,) * (n_in + n_out), out_specs=(spec,) * n_out),
                  donate_argnums=donate, keep_unused=True)
     sharding = NamedSharding(mesh, spec)
-    return _Kernel(wrap(fn, f"{name}-c{chunk}", sharding, donate), sharding, carrier_shapes)
+    return _Kernel(wrap(fn, f"{name}-c{chunk}", sharding, donate), sharding, traced_out_shapes)
 
 
 def _aligned_empty(size: int, dtype) -> np.ndarray:
