@@ -272,9 +272,11 @@ def test_traced_kernels_are_kept_across_processes_and_a_damaged_file_is_replaced
 
     script = (
         "import json, numpy as np\n"
-        "from optrader_pipelines.pricing import bsm_greeks, _runtime\n"
+        "from optrader_pipelines.pricing import bsm_greeks, _runtime, european\n"
+        "traces, terms = [], european._bsm_terms\n"  # runs only when the kernel is traced
+        "european._bsm_terms = lambda *a: traces.append(1) or terms(*a)\n"
         "g = bsm_greeks(np.linspace(80, 120, 101), 100.0, 0.5, 0.03, 0.01, 0.25, True)\n"
-        "print(json.dumps({'exports': _runtime.EXPORTS, 'price': g['price'].tolist()}))\n")
+        "print(json.dumps({'exports': _runtime.EXPORTS, 'traces': len(traces), 'price': g['price'].tolist()}))\n")
 
     def run():
         env = {**__import__("os").environ, "OPTRADER_JAX_CACHE": str(tmp_path)}
@@ -286,6 +288,7 @@ def test_traced_kernels_are_kept_across_processes_and_a_damaged_file_is_replaced
     assert first["exports"] == {"loaded": 0, "exported": 1, "failed": 0} and len(files) == 1
     second, _ = run()
     assert second["exports"] == {"loaded": 1, "exported": 0, "failed": 0}
+    assert first["traces"] > 0 and second["traces"] == 0  # nothing traced, not even for output shapes
     assert second["price"] == first["price"]
     files[0].write_bytes(b"not an exported module")
     third, stderr = run()
