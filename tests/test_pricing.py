@@ -261,6 +261,49 @@ def test_region0_compaction_gives_the_function_on_every_masked_element_in_each_b
         np.testing.assert_array_equal(out[mask], direct[mask])
 
 
+def test_the_accelerator_path_gives_the_same_numbers_as_the_cpu_path(monkeypatch):
+    """On a GPU the runtime runs a plain jit of each kernel over the whole padded array (no
+    shard_map, no carriers, no CPU size ladder). No GPU is lent to CI, so that path is run here on
+    the CPU by making the runtime see an accelerator: it must give what the CPU path gives."""
+    from optrader_pipelines.pricing import _runtime, american_price
+    from optrader_pipelines.pricing.american import _kernel as american_kernel
+
+    rng = np.random.default_rng(9)
+    n = 1_500
+    S, K = rng.uniform(50, 150, n), rng.uniform(50, 150, n)
+    T, sig = rng.uniform(0.02, 2.0, n), rng.uniform(0.1, 0.6, n)
+    calls = rng.random(n) < 0.5
+
+    def everything():
+        g = bsm_greeks(S, K, T, 0.04, 0.01, sig, calls)
+        iv, status = implied_vol(g["price"], S, K, T, 0.04, 0.01, calls)
+        return g, iv, status, american_price(S, K, T, 0.04, 0.01, sig, calls)
+
+    cpu = everything()
+
+    class Accelerator:
+        platform = "gpu"
+
+    monkeypatch.setattr(_runtime, "devices", lambda: [Accelerator()])
+    monkeypatch.setattr(_runtime, "platform", lambda: "gpu")
+    monkeypatch.setattr(_runtime, "_EXPORT_DIR", None)  # keep the CPU's exported kernels out of it
+    _runtime._compiled.cache_clear()
+    try:
+        acc = everything()
+        hits = _runtime._compiled.cache_info().hits
+        used = _runtime._compiled(bsm_kernel, 4_096, 7, 6, ("<f8",) * 6 + ("|b1",))
+        assert _runtime._compiled.cache_info().hits == hits + 1  # the kernel the call above ran
+        assert used.sharding is None and used.carriers is None  # plain jit: no shard_map, no carriers
+        assert _runtime.pieces(american_kernel("price", "qdfp"), 70_000) == [(0, 70_000, 262_144)]  # no ladder
+    finally:
+        _runtime._compiled.cache_clear()
+    for k in cpu[0]:
+        np.testing.assert_allclose(acc[0][k], cpu[0][k], rtol=1e-13, atol=1e-15)
+    np.testing.assert_array_equal(acc[2], cpu[2])
+    np.testing.assert_allclose(acc[1], cpu[1], rtol=1e-13)
+    np.testing.assert_allclose(acc[3], cpu[3], rtol=1e-13, atol=1e-15)
+
+
 def test_results_are_fresh_arrays_that_a_later_call_does_not_overwrite():
     """The CPU kernels write into their previous call's donated output buffers; what a call returns
     is copied out of them, so it survives the next call, and large results start on a 2 MiB page."""
