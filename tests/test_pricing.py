@@ -291,7 +291,7 @@ def test_the_accelerator_path_gives_the_same_numbers_as_the_cpu_path(monkeypatch
     try:
         acc = everything()
         hits = _runtime._compiled.cache_info().hits
-        used = _runtime._compiled(bsm_kernel, 4_096, 7, 6, ("<f8",) * 6 + ("|b1",))
+        used = _runtime._compiled(bsm_kernel, 4_096, ("<f8",) * 6 + ("|b1",), 6)
         assert _runtime._compiled.cache_info().hits == hits + 1  # the kernel the call above ran
         assert used.sharding is None and used.carriers is None  # plain jit: no shard_map, no carriers
         assert _runtime.pieces(american_kernel("price", "qdfp"), 70_000) == [(0, 70_000, 262_144)]  # no ladder

@@ -263,8 +263,10 @@ class _Kernel:
 
 
 @lru_cache(maxsize=None)
-def _compiled(kernel, size: int, n_in: int, n_out: int, in_dtypes: tuple = ()) -> _Kernel:
-    """The kernel compiled (or loaded from the export cache on its first call) at one padded size."""
+def _compiled(kernel, size: int, in_dtypes: tuple, n_out: int) -> _Kernel:
+    """The kernel compiled (or loaded from the export cache on its first call) at one padded size,
+    for inputs of ``in_dtypes`` (numpy dtype strings) and ``n_out`` outputs."""
+    n_in = len(in_dtypes)
     devs = devices()
     nd = len(devs)
     # only this package's kernels are exported: their code is what the cache key digests
@@ -278,10 +280,8 @@ def _compiled(kernel, size: int, n_in: int, n_out: int, in_dtypes: tuple = ()) -
         return _Kernel(wrap(jax.jit(kernel), name, None), None)
     per_device = size // nd
     chunk = min(getattr(kernel, "chunk", CPU_CHUNK), per_device)
-    dtypes = in_dtypes or (np.float64,) * n_in
-
     def traced_out_shapes():
-        chunk_out = jax.eval_shape(kernel, *[jax.ShapeDtypeStruct((chunk,), d) for d in dtypes])
+        chunk_out = jax.eval_shape(kernel, *[jax.ShapeDtypeStruct((chunk,), d) for d in in_dtypes])
         return [jax.ShapeDtypeStruct((size,), o.dtype) for o in chunk_out]
 
     body = _tile_body(kernel)
@@ -300,12 +300,12 @@ def _compiled(kernel, size: int, n_in: int, n_out: int, in_dtypes: tuple = ()) -
     return _Kernel(wrap(fn, f"{name}-c{chunk}", sharding, donate), sharding, traced_out_shapes)
 
 
-def _aligned_empty(size: int, dtype) -> np.ndarray:
-    """An uninitialised array whose data is 64-byte aligned: JAX's CPU client then uses the host
-    memory in place instead of copying it on ``device_put``."""
+def _aligned_empty(size: int, dtype, align: int = 64) -> np.ndarray:
+    """An uninitialised array whose data starts on a multiple of ``align`` bytes (64: JAX's CPU
+    client then uses the host memory in place instead of copying it on ``device_put``)."""
     dtype = np.dtype(dtype)
-    raw = np.empty(size * dtype.itemsize + _ALIGN, dtype=np.uint8)
-    offset = (-raw.ctypes.data) % _ALIGN
+    raw = np.empty(size * dtype.itemsize + align, dtype=np.uint8)
+    offset = (-raw.ctypes.data) % align
     return raw[offset:offset + size * dtype.itemsize].view(dtype)
 
 
@@ -353,13 +353,9 @@ def _result_array(n: int, dtype) -> np.ndarray:
     """An uninitialised result array; from 2 MiB on its data starts on a 2 MiB boundary, so the
     transparent huge pages numpy asks for cover all of it (its first touch then faults a page per
     2 MiB rather than per 4 KiB: 2 ms less per million contracts of six outputs here)."""
-    dtype = np.dtype(dtype)
-    nbytes = n * dtype.itemsize
-    if nbytes < _HUGE_PAGE:
+    if n * np.dtype(dtype).itemsize < _HUGE_PAGE:
         return np.empty(n, dtype=dtype)
-    raw = np.empty(nbytes + _HUGE_PAGE, dtype=np.uint8)
-    offset = (-raw.ctypes.data) % _HUGE_PAGE
-    return raw[offset:offset + nbytes].view(dtype)
+    return _aligned_empty(n, dtype, _HUGE_PAGE)
 
 
 def _copy_out(out, results: list[np.ndarray], start: int, m: int) -> None:
@@ -389,7 +385,7 @@ def run(kernel, arrays: list[np.ndarray], pad_values: list, n_out: int) -> list[
     results: list[np.ndarray] | None = None
     with _POOL.lock:
         for start, stop, size in pieces(kernel, n):
-            compiled = _compiled(kernel, size, len(arrays), n_out, in_dtypes)
+            compiled = _compiled(kernel, size, in_dtypes, n_out)
             padded = [_staged(a, start, stop, size, fill, slot)
                       for slot, (a, fill) in enumerate(zip(arrays, pad_values))]
             if compiled.sharding is not None:
