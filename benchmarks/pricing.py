@@ -29,8 +29,8 @@ from optrader_pipelines.pricing import _runtime  # noqa: E402
 N = int(os.environ.get("BENCH_CONTRACTS", "1000000"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
 QL_SUBSET = 20_000
-VOLLIB_SUBSET = int(os.environ.get("BENCH_VOLLIB_CONTRACTS", "200000"))
-AMERICAN_SUBSET = int(os.environ.get("BENCH_AMERICAN_CONTRACTS", "200000"))
+VOLLIB_SUBSET = int(os.environ.get("BENCH_VOLLIB_CONTRACTS", str(N)))  # the issue: the same 1M contracts
+AMERICAN_SUBSET = int(os.environ.get("BENCH_AMERICAN_CONTRACTS", str(N)))
 
 
 def contracts(n: int, seed: int = 0):
