@@ -97,8 +97,9 @@ def ncdf(x):
 # sqrt(2)), ln m = 2 atanh(f / (2 + f)), f = m - 1, from a degree-14 polynomial in s = f / (2 + f)
 # (fdlibm's Lg1-Lg7), ln 2 split in two parts. Under 1 ulp (measured at most 0.8 ulp against
 # long double on 330K points from 1e-304 to 1e304; XLA's log 0.5 ulp), and 2.7 times faster than
-# XLA:CPU's float64 log, which all the kernels call: one per Black-Scholes contract, several per
-# implied-vol solve and per American fixed-point step.
+# XLA:CPU's float64 log on independent values. The kernels call it once per Black-Scholes contract
+# and several times per implied-vol solve and American price; not in the American fixed-point
+# step, a chain of dependent logs that XLA:CPU runs slower with it (see _qdfp).
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
 _LG = (6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01,
