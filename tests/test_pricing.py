@@ -326,6 +326,37 @@ def test_results_are_fresh_arrays_that_a_later_call_does_not_overwrite():
     assert big.ctypes.data % (1 << 21) == 0 and big.shape == (300_000,) and big.flags.writeable
 
 
+def test_result_memory_is_reused_only_once_the_result_and_all_its_views_are_gone():
+    """Large results come from a pool of recycled blocks: a block goes back only when nothing can
+    read it any more (a view keeps it), and beyond the pool's limit a block is released."""
+    import gc
+
+    from optrader_pipelines.pricing import _runtime
+
+    n = 300_000  # 2.4 MB: pooled
+    a = _runtime._result_array(n, np.float64)
+    assert a.ctypes.data % (1 << 21) == 0 and a.shape == (n,) and a.flags.writeable
+    a[:] = 1.0
+    view = a[10:20].reshape(2, 5)
+    addr = a.ctypes.data
+    del a
+    gc.collect()
+    b = _runtime._result_array(n, np.float64)  # the view still holds the first block
+    assert not np.shares_memory(b, view) and b.ctypes.data != addr
+    b[:] = 2.0
+    assert (view == 1.0).all()
+    del view
+    gc.collect()
+    c = _runtime._result_array(n, np.float64)
+    assert c.ctypes.data == addr  # back in the pool once its last view was gone, and reused
+    small = _runtime._ResultPool(keep=0)
+    d = small.array(n, np.float64)
+    del d
+    gc.collect()
+    assert small.free_bytes == 0 and not any(small.free.values())
+    assert _runtime._result_array(1000, np.float64).base is None  # small results: plain arrays
+
+
 def test_traced_kernels_are_kept_across_processes_and_a_damaged_file_is_replaced(tmp_path):
     """A kernel traced in one process is exported to the cache directory; the next process runs
     the deserialized module (no tracing) with identical results; an unreadable file is traced
