@@ -68,6 +68,12 @@ import numpy as np  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
 PAD_SIZES = (4_096, 65_536, 262_144, 1_048_576)
+# Contracts per step of a device's loop, unless the kernel sets ``kernel.chunk``. XLA:CPU splits a
+# loop fusion across the intra-op threads once its estimated cost passes a threshold, and with one
+# device per core two devices' split fusions then contend for the same cores; a step of 256
+# contracts keeps every fusion of the Black-Scholes and implied-vol kernels whole, and its
+# intermediates in L1/L2. Those kernels set 256 (measured there); the American kernels, whose
+# steps are far heavier, set their own.
 CPU_CHUNK = 32_768
 
 

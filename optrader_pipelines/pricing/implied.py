@@ -239,6 +239,13 @@ def iv_kernel(price, S, K, T, r, q, is_call):
     return iv, status.astype(jnp.int8)
 
 
+# contracts per step of a device's walk (see _runtime.CPU_CHUNK). At 1M contracts, interleaved in
+# one process: 36.2 ms at 256 against 46.9 ms at 32,768 (the kernel alone 32 against 41-55 ms),
+# 39.5 at 128, 54-57 at 512-1,024. A small chunk also loops a third Householder step only where
+# one of its 256 contracts needs it.
+iv_kernel.chunk = 256
+
+
 def implied_vol(price, S, K, T, r, q, is_call) -> tuple[np.ndarray, np.ndarray]:
     """Black-Scholes-Merton implied volatility of European prices and a status code per contract
     (0 ok; see :data:`IV_STATUS`). NaN wherever the status is not 0."""
