@@ -240,6 +240,33 @@ def test_the_engines_log_is_within_one_ulp_with_exact_edges_and_derivatives():
     np.testing.assert_allclose(np.asarray(jax.vmap(jax.grad(jax.grad(log)))(g)), -1 / g ** 2, rtol=1e-15)
 
 
+def test_implied_vol_solves_contracts_that_need_more_than_two_steps_in_a_second_pass():
+    """The first pass gives every contract two Householder steps; one that needs a third (this
+    1-day put, found among 1M random contracts) is solved again to convergence, and a batch gets
+    exactly what the one-pass kernel with its loop gives every contract."""
+    from optrader_pipelines.pricing import _runtime, implied
+
+    slow = dict(S=293.80576471656025, K=290.5162575726552, T=1 / 365, r=0.03467067296407135,
+                q=0.01244918124324392, sigma=0.24744517225776697)
+    rng = np.random.default_rng(8)
+    n = 3000
+    S = np.r_[slow["S"], rng.uniform(50, 150, n)]
+    K = np.r_[slow["K"], S[1:] * np.exp(rng.normal(0, 0.2, n))]
+    T = np.r_[slow["T"], rng.integers(1, 730, n) / 365]
+    r, q = np.r_[slow["r"], rng.uniform(0, 0.05, n)], np.r_[slow["q"], rng.uniform(0, 0.03, n)]
+    sigma = np.r_[slow["sigma"], rng.uniform(0.05, 1.5, n)]
+    call = np.r_[False, rng.random(n) < 0.5]
+    price = bsm_greeks(S, K, T, r, q, sigma, call)["price"]
+    arrs, calls = _runtime.as_arrays(price, S, K, T, r, q, is_call=call)
+    _, first = _runtime.run(implied.iv_two_steps_kernel, arrs + [calls], implied._IV_PAD, 2)
+    assert first[0] == 5  # the first pass leaves it unconverged
+    one_pass = _runtime.run(implied.iv_kernel, arrs + [calls], implied._IV_PAD, 2)
+    iv, status = implied_vol(price, S, K, T, r, q, call)
+    assert status[0] == 0 and abs(iv[0] - slow["sigma"]) <= 1e-10
+    np.testing.assert_array_equal(iv, one_pass[0])
+    np.testing.assert_array_equal(status, one_pass[1])
+
+
 def test_region0_compaction_gives_the_function_on_every_masked_element_in_each_branch():
     """The IV's gather-compute-scatter helper: with an eighth, a quarter or more of a chunk masked
     (its three branches) the masked elements get exactly what the function gives them directly."""

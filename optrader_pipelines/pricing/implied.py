@@ -13,7 +13,9 @@ The price is reduced to the normalized out-of-the-money Black price
 * third-order Householder steps use the closed-form ratios ``b''/b' = x^2/s^3 - s/4`` and
   ``b'''/b' = (b''/b')^2 - 3x^2/s^4 - 1/4``, inside a bracket that falls back to bisection;
 * a contract is done after a step below 1e-5 relative (fourth order: the error left is ~1e-20);
-  from the starts below that is 2 steps on 1M random contracts; a chunk loops until all are done.
+  from the starts below that is 2 steps for all but one of 1M random contracts. Every contract
+  gets those 2 steps; the few that need more are solved again, to convergence, in a second pass
+  (:func:`implied_vol`).
 
 Status codes (:data:`IV_STATUS`) say why an IV is NaN; an IV is never clamped or set to 0.
 """
@@ -40,7 +42,7 @@ IV_STATUS_ALL = {**IV_STATUS, 6: "no bid"}
 
 _S_MAX = 60.0  # total volatility bracket (sigma sqrt(T)); 500% for 3 years is 8.7
 _MAX_STEPS = 16
-_UNROLLED = 2  # every contract converges in 2 steps from the start below; the loop runs for the rest
+_UNROLLED = 2  # all but ~1 in 1M contracts converge in 2 steps from the start below; a loop does the rest
 _STEP_TOL = 1e-11  # a third-order step this small leaves an error of order 1e-33
 # A fourth-order step that moved s by less than this is the last one: it left an error of order
 # 1e-20 (times a modest constant). Saves the confirming step every contract used to take: the worst
@@ -139,8 +141,10 @@ def _compacted(mask, fn, *args):
     return jax.lax.switch(which, [compact(cap) for cap in caps] + [lambda _: fn(*args)], None)
 
 
-def solve_total_vol(x, beta, max_steps: int = _MAX_STEPS):
-    """Total volatility s with b(x, s) = beta, for x <= 0 and 0 < beta < e^{x/2} (elementwise).
+def solve_total_vol(x, beta, max_steps: int = _MAX_STEPS, loop: bool = True):
+    """Total volatility s with b(x, s) = beta, for x <= 0 and 0 < beta < e^{x/2} (elementwise),
+    and whether each contract is still unconverged: after ``_UNROLLED`` steps, then (``loop``)
+    after a loop of up to ``max_steps`` in all.
 
     Four regions of beta, split as in Jaeckel's "Let's be rational" by the inflection point s_c
     and the points s_l, s_u where the tangent at s_c meets 0 and the upper bound: below b_l an
@@ -209,11 +213,13 @@ def solve_total_vol(x, beta, max_steps: int = _MAX_STEPS):
     carry = (0, s0, lo0, hi0, jnp.ones_like(lower))
     for _ in range(min(_UNROLLED, max_steps)):  # unrolled: XLA fuses these steps into one pass
         carry = step(carry)
-    _, s, _, _, active = jax.lax.while_loop(cond, step, carry)
+    if loop:
+        carry = jax.lax.while_loop(cond, step, carry)
+    _, s, _, _, active = carry
     return s, active
 
 
-def iv_kernel(price, S, K, T, r, q, is_call):
+def _iv(price, S, K, T, r, q, is_call, loop):
     ok_in = valid_inputs(S, K, T, r, q) & jnp.isfinite(price) & (price >= 0)
     S, K, T, r, q, price = (jnp.where(ok_in, a, b) for a, b in
                             ((S, 100.0), (K, 100.0), (T, 1.0), (r, 0.0), (q, 0.0), (price, 10.0)))
@@ -233,23 +239,44 @@ def iv_kernel(price, S, K, T, r, q, is_call):
              jnp.where(time_value <= tol, 3, 0))))
     solvable = status == 0
     beta_ = jnp.where(solvable, beta, 0.5 * b_max)
-    s, unconverged = solve_total_vol(x, beta_)
+    s, unconverged = solve_total_vol(x, beta_, loop=loop)
     status = jnp.where(solvable & (unconverged | ~jnp.isfinite(s)), 5, status)
     iv = jnp.where(status == 0, s / jnp.sqrt(T), jnp.nan)
     return iv, status.astype(jnp.int8)
 
 
+def iv_kernel(price, S, K, T, r, q, is_call):
+    """IV and status (int8) of European prices: every contract to convergence (up to _MAX_STEPS)."""
+    return _iv(price, S, K, T, r, q, is_call, loop=True)
+
+
+def iv_two_steps_kernel(price, S, K, T, r, q, is_call):
+    """As :func:`iv_kernel`, with the _UNROLLED steps only: status 5 where a contract needs more."""
+    return _iv(price, S, K, T, r, q, is_call, loop=False)
+
+
 # contracts per step of a device's walk (see _runtime.CPU_CHUNK). At 1M contracts, interleaved in
 # one process: 36.2 ms at 256 against 46.9 ms at 32,768 (the kernel alone 32 against 41-55 ms),
-# 39.5 at 128, 54-57 at 512-1,024. A small chunk also loops a third Householder step only where
-# one of its 256 contracts needs it.
-iv_kernel.chunk = 256
+# 39.5 at 128, 54-57 at 512-1,024.
+iv_kernel.chunk = iv_two_steps_kernel.chunk = 256
+_IV_PAD = [10.0, 100.0, 100.0, 1.0, 0.0, 0.0, True]
 
 
 def implied_vol(price, S, K, T, r, q, is_call) -> tuple[np.ndarray, np.ndarray]:
     """Black-Scholes-Merton implied volatility of European prices and a status code per contract
-    (0 ok; see :data:`IV_STATUS`). NaN wherever the status is not 0."""
+    (0 ok; see :data:`IV_STATUS`). NaN wherever the status is not 0.
+
+    Two passes: every contract gets the _UNROLLED Householder steps that all but about one in a
+    million need; the rest are solved again, alone, to convergence. In one pass each chunk of 256
+    contracts would test after its steps whether any contract needs another, and those tests
+    (with the loop around them) cost about a tenth of the whole at 1M contracts; one contract of
+    1M random ones needed the loop. A contract solved in the second pass repeats the same steps
+    from the same start, so the split changes the cost, never the answer."""
     arrs, calls = _runtime.as_arrays(price, S, K, T, r, q, is_call=is_call)
-    iv, status = _runtime.run(iv_kernel, arrs + [calls], [10.0, 100.0, 100.0, 1.0, 0.0, 0.0, True], 2)
+    iv, status = _runtime.run(iv_two_steps_kernel, arrs + [calls], _IV_PAD, 2)
+    slow = np.flatnonzero(status == 5)
+    if slow.size:
+        iv_s, status_s = _runtime.run(iv_kernel, [a[slow] for a in arrs] + [calls[slow]], _IV_PAD, 2)
+        iv[slow], status[slow] = iv_s, status_s
     return iv, status.astype(np.int8)
 
