@@ -333,7 +333,8 @@ def test_the_accelerator_path_gives_the_same_numbers_as_the_cpu_path(monkeypatch
 
 def test_results_are_fresh_arrays_that_a_later_call_does_not_overwrite():
     """The CPU kernels write into their previous call's donated output buffers; what a call returns
-    is copied out of them, so it survives the next call, and large results start on a 2 MiB page."""
+    is copied out of them, so it survives the next call, and large results start on a 2 MiB page.
+    The inputs are staged into kept buffers whose JAX arrays are kept too: a call sees its own."""
     from optrader_pipelines.pricing import _runtime
 
     rng = np.random.default_rng(5)
@@ -349,6 +350,9 @@ def test_results_are_fresh_arrays_that_a_later_call_does_not_overwrite():
         assert not np.shares_memory(first[k], second[k]) and not np.shares_memory(first[k], third[k])
     assert not np.array_equal(first["price"], second["price"])
     np.testing.assert_allclose(first["price"], bsm_price_numpy(S, K, 0.5, 0.03, 0.01, 0.25, True), rtol=1e-12)
+    np.testing.assert_allclose(second["price"], bsm_price_numpy(S * 2, K, 0.5, 0.03, 0.01, 0.25, True), rtol=1e-12)
+    # the staged inputs' JAX arrays are kept from call to call and read what was staged since
+    assert _runtime._POOL._on_device
     big = _runtime._result_array(300_000, np.float64)
     assert big.ctypes.data % (1 << 21) == 0 and big.shape == (300_000,) and big.flags.writeable
 

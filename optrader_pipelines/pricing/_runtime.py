@@ -338,6 +338,7 @@ class _StagingPool:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._buffers: dict[tuple[int, str, int], np.ndarray] = {}
+        self._on_device: dict[tuple[int, object], object] = {}  # (id of a buffer, sharding) -> jax.Array
 
     def buffer(self, size: int, dtype, slot: int) -> np.ndarray:
         key = (size, np.dtype(dtype).str, slot)
@@ -345,6 +346,40 @@ class _StagingPool:
         if buf is None:
             buf = self._buffers[key] = _aligned_empty(size, dtype)
         return buf
+
+    def device_arrays(self, arrays: list[np.ndarray], sharding) -> list:
+        """``arrays`` as JAX arrays on ``sharding``. A pool buffer's JAX array is made once and kept:
+        it reads the buffer in place (checked when it is made), so each call sees what was staged
+        into the buffer since, without the ~0.1 ms per input that ``device_put`` costs. Anything
+        else, or a buffer JAX copied, is put again at every call."""
+        out: list = [None] * len(arrays)
+        todo = []
+        for i, a in enumerate(arrays):
+            kept = self._on_device.get((id(a), sharding))
+            if kept is not None:
+                out[i] = kept
+            else:
+                todo.append(i)
+        if todo:
+            put = jax.device_put([arrays[i] for i in todo], sharding)
+            pool = {id(b) for b in self._buffers.values()}
+            for i, arr in zip(todo, put):
+                out[i] = arr
+                if id(arrays[i]) in pool and _reads_in_place(arr, arrays[i]):
+                    self._on_device[(id(arrays[i]), sharding)] = arr
+        return out
+
+
+def _reads_in_place(arr, host: np.ndarray) -> bool:
+    """Whether every shard of the JAX array ``arr`` is ``host``'s own memory (not a copy)."""
+    try:
+        for shard in arr.addressable_shards:
+            start = shard.index[0].start or 0
+            if shard.data.unsafe_buffer_pointer() != host.ctypes.data + start * host.dtype.itemsize:
+                return False
+    except Exception:  # a platform without host pointers: never kept
+        return False
+    return True
 
 
 _POOL = _StagingPool()
@@ -446,7 +481,7 @@ def run(kernel, arrays: list[np.ndarray], pad_values: list, n_out: int) -> list[
             padded = [_staged(a, start, stop, size, fill, slot)
                       for slot, (a, fill) in enumerate(zip(arrays, pad_values))]
             if compiled.sharding is not None:
-                padded = jax.device_put(padded, compiled.sharding)
+                padded = _POOL.device_arrays(padded, compiled.sharding)
             out = compiled(padded)
             if results is None:
                 results = [_result_array(n, o.dtype) for o in out]
