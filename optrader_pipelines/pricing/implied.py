@@ -175,10 +175,13 @@ def solve_total_vol(x, beta, max_steps: int = _MAX_STEPS, loop: bool = True):
                              jnp.where(low_side, inv_side, inv_c), jnp.where(low_side, b_c, b_side),
                              jnp.where(low_side, s_c, s_u), jnp.where(low_side, inv_c, inv_side))
     # region 3: large-s form N(-s/2) = (e^{x/2} - beta) / (e^{x/2} + e^{-x/2})
-    # (total vol above s_u, e.g. 80% for 3 years at the money: rare). The inverse CDF costs about a
-    # sixth of the kernel, so a chunk computes it only when one of its contracts is there.
+    # (total vol above s_u, e.g. 80% for 3 years at the money: rare). The inverse CDF is costly, so
+    # a chunk computes it only when one of its contracts is there, and then on those contracts
+    # only, gathered (1M random contracts: a third of the chunks of 256 have one; 9% less time
+    # than the inverse CDF of the whole chunk, bitwise the same IVs).
     tail = jnp.clip((ex - beta) / (ex + emx), 1e-300, 0.5)
-    s_hi = jax.lax.cond(jnp.any(region == 3), lambda p: -2.0 * ndtri(p), jnp.zeros_like, tail)
+    s_hi = jax.lax.cond(jnp.any(region == 3), lambda p: _compacted(region == 3, lambda t: -2.0 * ndtri(t), p),
+                        jnp.zeros_like, tail)
     lo0 = jnp.select([region == 0, region == 1, region == 2], [jnp.zeros_like(s_c), s_l, s_c], s_u)
     hi0 = jnp.select([region == 0, region == 1, region == 2], [s_l, s_c, s_u], jnp.full_like(s_c, _S_MAX))
     s0 = jnp.select([region == 0, (region == 1) | (region == 2)], [s_lo, s_mid], s_hi)
