@@ -27,7 +27,7 @@ from optrader_pipelines import pricing  # noqa: E402
 from optrader_pipelines.pricing import _runtime  # noqa: E402
 
 N = int(os.environ.get("BENCH_CONTRACTS", "1000000"))
-REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "11"))
 QL_SUBSET = 20_000
 VOLLIB_SUBSET = int(os.environ.get("BENCH_VOLLIB_CONTRACTS", str(N)))  # the issue: the same 1M contracts
 AMERICAN_SUBSET = int(os.environ.get("BENCH_AMERICAN_CONTRACTS", str(N)))
