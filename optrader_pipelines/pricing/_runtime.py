@@ -4,7 +4,7 @@
 * On the CPU, JAX is given one host device per core (``--xla_force_host_platform_device_count``,
   set only when JAX has not been initialised yet and the user has not set it) and a kernel runs
   as ``shard_map`` over those devices, each device walking its half in cache-sized chunks with
-  ``lax.map``. XLA:CPU otherwise materialises every intermediate of a fused kernel as a full
+  a ``fori_loop`` (see :data:`CPU_CHUNK`). XLA:CPU otherwise materialises every intermediate of a fused kernel as a full
   array, which makes a Black-Scholes kernel memory-bound at about a third of this speed.
 * On the CPU, LLVM is told to prefer 512-bit vectors (``--xla_cpu_prefer_vector_width=512``;
   XLA's default is 256). Where the CPU has AVX-512 the compute-bound kernels then run on twice
