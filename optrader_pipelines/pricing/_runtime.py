@@ -431,7 +431,7 @@ class _ResultPool:
         if block is None:
             block = memoryview(_aligned_empty(size, np.uint8, _HUGE_PAGE))
         out = np.frombuffer(block, dtype=dtype, count=n)
-        weakref.finalize(out, self._release, block, size)
+        weakref.finalize(out, self._release, block, size).atexit = False  # nothing to return at exit
         return out
 
     def _release(self, block: memoryview, size: int) -> None:
