@@ -4,8 +4,9 @@
 * On the CPU, JAX is given one host device per core (``--xla_force_host_platform_device_count``,
   set only when JAX has not been initialised yet and the user has not set it) and a kernel runs
   as ``shard_map`` over those devices, each device walking its half in cache-sized chunks with
-  a ``fori_loop`` (see :data:`CPU_CHUNK`). XLA:CPU otherwise materialises every intermediate of a fused kernel as a full
-  array, which makes a Black-Scholes kernel memory-bound at about a third of this speed.
+  a ``fori_loop`` (see :data:`CPU_CHUNK`). XLA:CPU otherwise materialises every intermediate of
+  a fused kernel as a full array, which makes a Black-Scholes kernel memory-bound at about a
+  third of this speed.
 * On the CPU, LLVM is told to prefer 512-bit vectors (``--xla_cpu_prefer_vector_width=512``;
   XLA's default is 256). Where the CPU has AVX-512 the compute-bound kernels then run on twice
   the lanes: on this machine's AMD EPYC the American price is 1.4-1.6 times faster and the IV
@@ -257,9 +258,9 @@ class _Kernel:
     chunks writes each chunk's results into them in place; :func:`run` copies the results out
     before the next call. (``lax.map`` would instead fill a fresh stacked output with zeros and copy
     it once per output before its loop: at 1M contracts that cost the Black-Scholes kernel 3 ms of
-    its 13, and the implied vol 2 ms.) The memory held is one set of outputs per kernel and size, like the staging pool's inputs.
-    The first carriers' shapes come from the exported module, or from tracing the kernel on one
-    chunk when there is none."""
+    its 13, and the implied vol 2 ms.) The memory held is one set of outputs per kernel and size,
+    like the staging pool's inputs. The first carriers' shapes come from the exported module, or
+    from tracing the kernel on one chunk when there is none."""
 
     def __init__(self, fn, sharding, traced_out_shapes=None) -> None:
         self.fn, self.sharding, self.traced_out_shapes = fn, sharding, traced_out_shapes

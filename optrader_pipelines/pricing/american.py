@@ -402,7 +402,6 @@ def american_implied_vol(price, S, K, T, r, q, is_call, *, method: str = "qdfp")
     iv, status = _runtime.run(kernel, arrs + [np.full(len(calls), float(_IV_FAST_STEPS)), calls], pad, 2)
     slow = np.flatnonzero(status == 5)
     if slow.size:
-        iv, status = iv.copy(), status.copy()  # the first pass's outputs are read-only device views
         iv_s, status_s = _runtime.run(kernel, [a[slow] for a in arrs] + [np.full(slow.size, float(_IV_STEPS)),
                                                                           calls[slow]], pad, 2)
         iv[slow], status[slow] = iv_s, status_s
