@@ -197,14 +197,17 @@ class _Exportable:
             return self.jitted
 
 
-def devices() -> list:
-    """The devices a kernel is spread over: all host devices on the CPU, the first accelerator otherwise."""
+@lru_cache(maxsize=None)
+def devices() -> tuple:
+    """The devices a kernel is spread over: all host devices on the CPU, the first accelerator
+    otherwise. Fixed once JAX has started (kept: ``jax.devices()`` costs tens of microseconds, and
+    every call of a kernel asks)."""
     devs = jax.devices()
-    return list(devs) if devs[0].platform == "cpu" else [devs[0]]
+    return tuple(devs) if devs[0].platform == "cpu" else (devs[0],)
 
 
 def platform() -> str:
-    return jax.devices()[0].platform
+    return devices()[0].platform
 
 
 def bucket(n: int) -> int:
@@ -265,6 +268,7 @@ class _Kernel:
     def __init__(self, fn, sharding, traced_out_shapes=None) -> None:
         self.fn, self.sharding, self.traced_out_shapes = fn, sharding, traced_out_shapes
         self.carriers: list | None = None
+        self.layout: list[tuple[int, int]] | None = None  # (shard number, first element), see _copy_out
 
     def __call__(self, inputs: list) -> list:
         if self.sharding is None:
@@ -276,6 +280,8 @@ class _Kernel:
         carriers, self.carriers = self.carriers, None  # donated: gone even if the call fails
         out = list(jax.block_until_ready(self.fn(*inputs, *carriers)))
         self.carriers = out  # these become the next call's carriers
+        if self.layout is None:
+            self.layout = _layout(out[0])
         return out
 
 
@@ -384,12 +390,15 @@ def _reads_in_place(arr, host: np.ndarray) -> bool:
 
 
 _POOL = _StagingPool()
+# An aligned input of a whole padded size is used in place (no copy) from this size on; below it,
+# copying it into the kept buffer is cheaper than the ~0.3 ms that putting a new array costs.
+_IN_PLACE_MIN = 262_144
 
 
 def _staged(a: np.ndarray, start: int, stop: int, size: int, fill, slot: int) -> np.ndarray:
     """``a[start:stop]`` padded with ``fill`` to ``size`` in aligned memory (a view when it already is)."""
     piece = a[start:stop]
-    if stop - start == size and piece.ctypes.data % _ALIGN == 0 and piece.flags.c_contiguous:
+    if size >= _IN_PLACE_MIN and stop - start == size and piece.flags.c_contiguous and piece.ctypes.data % _ALIGN == 0:
         return piece
     buf = _POOL.buffer(size, a.dtype, slot)
     m = stop - start
@@ -451,23 +460,30 @@ def _result_array(n: int, dtype) -> np.ndarray:
     return _RESULTS.array(n, dtype)
 
 
-def _copy_out(out, results: list[np.ndarray], start: int, m: int) -> None:
+def _layout(array) -> list[tuple[int, int]]:
+    """(number of the shard in ``array.addressable_data``, index of its first element) for each
+    shard of a sharded output, in element order. The same for every output and every call of a
+    compiled kernel, so it is read once: ``addressable_shards`` builds its index map anew on each
+    fresh array, about 50 microseconds per output here."""
+    return sorted(((i, shard.index[0].start or 0) for i, shard in enumerate(array.addressable_shards)),
+                  key=lambda item: item[1])
+
+
+def _copy_out(out, results: list[np.ndarray], start: int, m: int, layout=None) -> None:
     """Copy the first ``m`` padded outputs into ``results[i][start:start + m]``. On the CPU each
-    device's shard is read in place (``np.asarray`` of a single-device CPU array is a view): JAX's
-    own assembly of a sharded array costs a fresh array and twice the page faults."""
+    device's shard is read in place (``np.asarray`` of a single-device CPU array is a view), in the
+    order ``layout`` (:func:`_layout`) gives: JAX's own assembly of a sharded array costs a fresh
+    array and twice the page faults."""
     for res, o in zip(results, out):
-        shards = getattr(o, "addressable_shards", None)
-        if shards is None or len(shards) == 1:
+        if layout is None or len(layout) == 1:
             res[start:start + m] = np.asarray(o)[:m]
             continue
-        pos = 0
-        for shard in sorted(shards, key=lambda sh: sh.index[0].start or 0):
-            if pos >= m:
+        for number, first in layout:
+            if first >= m:
                 break
-            view = np.asarray(shard.data)
-            take = min(len(view), m - pos)
-            res[start + pos:start + pos + take] = view[:take]
-            pos += take
+            view = np.asarray(o.addressable_data(number))
+            take = min(len(view), m - first)
+            res[start + first:start + first + take] = view[:take]
 
 
 def run(kernel, arrays: list[np.ndarray], pad_values: list, n_out: int) -> list[np.ndarray]:
@@ -486,7 +502,7 @@ def run(kernel, arrays: list[np.ndarray], pad_values: list, n_out: int) -> list[
             out = compiled(padded)
             if results is None:
                 results = [_result_array(n, o.dtype) for o in out]
-            _copy_out(out, results, start, stop - start)
+            _copy_out(out, results, start, stop - start, compiled.layout)
     return results
 
 
@@ -498,5 +514,6 @@ def as_arrays(*values, is_call) -> tuple[list[np.ndarray], np.ndarray]:
     for a in [*arrs, flags]:
         if a.size not in (1, n):
             raise ValueError(f"input of {a.size} values does not broadcast to {n} contracts")
-    return ([np.ascontiguousarray(np.broadcast_to(a, (n,))) for a in arrs],
-            np.ascontiguousarray(np.broadcast_to(flags, (n,))))
+    def whole(a):
+        return a if a.size == n and a.flags.c_contiguous else np.ascontiguousarray(np.broadcast_to(a, (n,)))
+    return [whole(a) for a in arrs], whole(flags)
