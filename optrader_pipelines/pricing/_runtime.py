@@ -396,7 +396,8 @@ _IN_PLACE_MIN = 262_144
 
 
 def _staged(a: np.ndarray, start: int, stop: int, size: int, fill, slot: int) -> np.ndarray:
-    """``a[start:stop]`` padded with ``fill`` to ``size`` in aligned memory (a view when it already is)."""
+    """``a[start:stop]`` padded with ``fill`` to ``size`` in aligned memory: a view of ``a`` when it
+    already is and ``size`` is at least :data:`_IN_PLACE_MIN`, else the kept buffer of ``slot``."""
     piece = a[start:stop]
     if size >= _IN_PLACE_MIN and stop - start == size and piece.flags.c_contiguous and piece.ctypes.data % _ALIGN == 0:
         return piece
