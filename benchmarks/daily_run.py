@@ -65,10 +65,21 @@ def _one_run(names: list[str]) -> dict | None:
     con = duckdb.connect(str(OUT / "bench.duckdb"), read_only=True)
     contracts = con.execute("SELECT count(*) FROM option_chains").fetchone()[0]
     candidates = con.execute("SELECT count(*) FROM scored_opportunities").fetchone()[0]
-    steps = re.findall(r'Finished execution of step "([^"]+)" in ([0-9.]+)(ms|s)', proc.stdout + proc.stderr)
-    timing = {name: float(v) / (1000 if unit == "ms" else 1) for name, v, unit in steps}
+    steps = re.findall(r'Finished execution of step "([^"]+)" in ([0-9a-z.]+)\.', proc.stdout + proc.stderr)
+    timing = {name: _seconds(text) for name, text in steps}
     con.close()
     return {"wall_s": wall, "contracts": contracts, "candidates": candidates, "steps": timing}
+
+
+def _seconds(text: str) -> float:
+    """Seconds in a duration as Dagster writes it (``format_duration``): 8.3ms, 533ms, 5.6s, 4m52s,
+    1h4m. (A step over a minute used to fall out of the table and into the start-up line.)"""
+    parts = re.fullmatch(r"(?:([0-9]+)h)?(?:([0-9]+)m(?!s))?(?:([0-9.]+)(ms|s))?", text)
+    if parts is None or not any(parts.groups()):
+        raise ValueError(f"unreadable step duration {text!r} in the run's log")
+    hours, minutes, value, unit = parts.groups()
+    secs = float(value or 0) / (1000 if unit == "ms" else 1)
+    return int(hours or 0) * 3600 + int(minutes or 0) * 60 + secs
 
 
 if __name__ == "__main__":

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -107,7 +109,6 @@ def test_bad_inputs_give_nan_with_status_and_do_not_poison_neighbours():
 
 
 def test_engine_xla_flags_are_added_only_where_the_user_has_not_set_them():
-    import os
     import subprocess
     import sys
 
@@ -355,6 +356,28 @@ def test_results_are_fresh_arrays_that_a_later_call_does_not_overwrite():
     assert _runtime._POOL._on_device
     big = _runtime._result_array(300_000, np.float64)
     assert big.ctypes.data % (1 << 21) == 0 and big.shape == (300_000,) and big.flags.writeable
+
+
+def test_copies_split_across_cores_give_the_same_results(monkeypatch):
+    """Large stagings and copy-outs are split across threads, one part of every array each (with
+    the padded tail filled); a call that takes that path returns what the one-thread path does,
+    bit for bit, and a failing copy raises in the caller."""
+    from optrader_pipelines.pricing import _runtime
+
+    rng = np.random.default_rng(11)
+    n = 70_001  # pieces of 65,536 and a padded tail: parts of unequal, odd lengths
+    S, K, T = rng.uniform(50, 150, n), rng.uniform(50, 150, n), rng.uniform(0.01, 2, n)
+    call = rng.random(n) < 0.5
+    serial = bsm_greeks(S, K, T, 0.03, 0.01, 0.25, call)
+    monkeypatch.setattr(_runtime, "_PARALLEL_MIN", 1)
+    split = bsm_greeks(S, K, T, 0.03, 0.01, 0.25, call)
+    if (os.cpu_count() or 1) > 1 and _runtime.platform() == "cpu":  # one core: one thread anyway
+        assert os.getpid() in _runtime._COPIERS  # the split path ran (its threads are made there)
+    for k in serial:
+        np.testing.assert_array_equal(split[k], serial[k])
+    np.testing.assert_allclose(split["price"], bsm_price_numpy(S, K, T, 0.03, 0.01, 0.25, call), rtol=1e-12, atol=1e-12 * 150)
+    with pytest.raises(ValueError):
+        _runtime._copy_all([(np.zeros(8), np.zeros(9))])
 
 
 def test_result_memory_is_reused_only_once_the_result_and_all_its_views_are_gone():
