@@ -8,7 +8,7 @@ import pandas as pd
 from dagster_pandera import pandera_schema_to_dagster_type
 
 from optrader_pipelines.daily import require_closed
-from optrader_pipelines.pricing import greeks_table
+from optrader_pipelines.pricing import greeks_table, prepare_greeks_table
 from optrader_pipelines.validation import OptionChainsSchema, OptionGreeksSchema, run_gx_suite
 from resources.market import MarketResource
 
@@ -27,6 +27,9 @@ def option_chains(context: dg.AssetExecutionContext, market: MarketResource) -> 
     day = require_closed(dt.date.fromisoformat(context.partition_key))
     load = market.load_chain(day)
     chain = load.chain
+    # the kernels option_greeks runs load in background threads while this chain is checked and
+    # written (the daily job runs in one process); nothing waits for them here
+    prepare_greeks_table(chain)
     drops = load.drops.frame()
     per_underlying = chain.groupby("underlying").agg(
         contracts=("strike", "size"), expirations=("expiration", "nunique"), spot=("underlying_price", "first")

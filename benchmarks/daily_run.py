@@ -52,7 +52,10 @@ def _one_run(names: list[str]) -> dict | None:
     (OUT / "home").mkdir(parents=True)
     env = dict(os.environ, OPTRADER_UNIVERSE=",".join(names), OPTRADER_SYNTHETIC_STRIKES="30",
                OPTRADER_DUCKDB_PATH=str(OUT / "bench.duckdb"), OPTRADER_REPORT_DIR=str(OUT / "reports"),
-               DAGSTER_HOME=str(OUT / "home"), OPTRADER_LOG_LEVEL="DEBUG")
+               DAGSTER_HOME=str(OUT / "home"), OPTRADER_LOG_LEVEL="DEBUG",
+               # this tree's code, not whatever the environment's editable install points at (a
+               # worktree run with the main checkout's .venv measured the main checkout)
+               PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "scripts/run_daily.py", "--date", "2026-11-20"], cwd=ROOT, env=env,
                           capture_output=True, text=True)

@@ -85,6 +85,11 @@ def machine() -> dict:
     fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     info["cpu"] = fields.get("model name", info["cpu"])
+    # vendor, family and model name the microarchitecture where the model name does not ("AMD
+    # EPYC" family 23 model 1 is first-generation Zen, which runs each 256-bit AVX2 operation as
+    # two 128-bit halves: a quarter of an AVX-512 core's float64 lanes per cycle)
+    info["cpu_id"] = " ".join(f"{k}={fields[k]}" for k in ("vendor_id", "cpu family", "model") if k in fields)
+    info["mhz"] = fields.get("cpu MHz")
     flags = set(fields.get("flags", "").split())
     info["simd"] = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "other"
     return info
@@ -95,7 +100,7 @@ def main() -> int:
     results: dict[str, dict] = {"machine": machine()}
     m_info = results["machine"]
     print(f"pricing benchmark: {N:,} contracts, device {m_info['platform']} x{m_info['devices']} "
-          f"({m_info['cpu']}, {m_info['cores']} cores, {m_info.get('simd', '?')}"
+          f"({m_info['cpu']}, {m_info.get('cpu_id', '')}, {m_info['cores']} cores, {m_info.get('simd', '?')}"
           f"{'' if m_info['platform'] == 'cpu' else ', ' + m_info['device_kind']}), median of {REPEATS}")
 
     t0 = time.perf_counter()

@@ -1,6 +1,7 @@
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import jax
@@ -189,6 +190,54 @@ def test_greeks_table_prices_each_contract_with_its_exercise_style_and_parity_fo
     near = par.merge(chain[["underlying", "expiration", "quote_date"]].drop_duplicates(), on=["underlying", "expiration"])
     long_dated = (near["expiration"] - near["quote_date"]).dt.days > 60
     assert np.median(np.abs(near.loc[long_dated, "dividend_yield"] - true_q)) < 2e-3
+
+
+def test_kernels_prepared_in_the_background_are_the_ones_the_table_then_runs(small_chain, monkeypatch):
+    """prepare_greeks_table starts loading, in background threads, the kernels greeks_table will
+    run (European IV, American IV and Greeks at the chain's padded sizes); greeks_table then finds
+    them ready, and its results equal a table computed without preparation. A second prepare is a
+    no-op, and a failed preparation is started again."""
+    from concurrent.futures import wait
+
+    from optrader_pipelines.pricing import _runtime, greeks_table, prepare_greeks_table
+    from optrader_pipelines.pricing.american import _kernel as american_kernel
+
+    expected = greeks_table(small_chain)  # everything loaded the ordinary way (at first call)
+    _runtime._compiled.cache_clear()  # fresh kernel objects: none prepared yet
+    futures = prepare_greeks_table(small_chain)
+    assert len(futures) >= 3  # the European IV and at least one size each of the American IV and Greeks
+    done, _ = wait(futures, timeout=600)
+    assert len(done) == len(futures) and all(f.exception() is None for f in futures)
+    assert prepare_greeks_table(small_chain) == []  # all ready: nothing started again
+
+    real, used = _runtime._compiled, []
+
+    def recording(kernel, size, in_dtypes, n_out):
+        compiled = real(kernel, size, in_dtypes, n_out)
+        used.append((kernel.__name__, size, compiled.prepared))
+        return compiled
+
+    monkeypatch.setattr(_runtime, "_compiled", recording)
+    table = greeks_table(small_chain)
+    monkeypatch.setattr(_runtime, "_compiled", real)
+    pd.testing.assert_frame_equal(table, expected)
+    heavy = [u for u in used if u[0].startswith(("american_iv", "american_greeks", "iv_two_steps"))]
+    assert {u[0] for u in heavy} >= {"american_iv_qdfp", "american_greeks_qdfp", "iv_two_steps_kernel"}
+    assert all(ready for *_, ready in heavy), heavy  # each found ready, none loaded at its call
+
+    # a preparation that failed is started again (a call would also prepare the kernel itself)
+    signature = (("<f8",) * 6 + ("|b1",), 1)
+    k = real(american_kernel("price", "qdfp"), 1_024, *signature)
+    k.prepared = False
+    k.prepare = lambda: (_ for _ in ()).throw(RuntimeError("disk gone"))
+    first = _runtime.prepare(american_kernel("price", "qdfp"), 10, *signature)
+    wait(first, timeout=60)
+    assert isinstance(first[0].exception(), RuntimeError)
+    del k.prepare  # the class's own again
+    again = _runtime.prepare(american_kernel("price", "qdfp"), 10, *signature)
+    assert again and again[0] is not first[0]
+    wait(again, timeout=600)
+    assert again[0].exception() is None and k.prepared
 
 
 def test_normal_cdf_without_erfc_is_accurate_in_both_tails_and_differentiates_to_the_density():

@@ -16,10 +16,10 @@ from .american import METHODS as AMERICAN_METHODS
 from .american import (american_greeks, american_implied_vol, american_price, early_exercise_premium_bound,
                        leisen_reimer_price)
 from .forwards import dividend_yield_from_forward, implied_dividend_yields, parity_forwards
-from .table import carry_yields, greeks_table
+from .table import carry_yields, greeks_table, prepare_greeks_table
 
 __all__ = ["PAD_SIZES", "GREEKS", "SECOND_ORDER", "bsm_greeks", "bsm_greeks_numpy", "bsm_price_numpy",
            "normalized_black", "IV_STATUS", "IV_STATUS_ALL", "implied_vol", "dividend_yield_from_forward",
-           "greeks_table", "carry_yields", "parity_forwards", "implied_dividend_yields", "AMERICAN_METHODS",
+           "greeks_table", "prepare_greeks_table", "carry_yields", "parity_forwards", "implied_dividend_yields", "AMERICAN_METHODS",
            "american_price", "american_greeks", "american_implied_vol", "leisen_reimer_price",
            "early_exercise_premium_bound"]

@@ -173,6 +173,14 @@ class _Exportable:
                 return [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in exported.out_avals]
         return traced()
 
+    def compile(self, specs) -> None:
+        """Resolve and compile now (``specs``: the inputs' and carriers' ``ShapeDtypeStruct``s):
+        the exported module loaded or traced, and the executable read from the compile cache or
+        compiled. The jitted callable keeps it, so the first call finds it ready."""
+        if self._call is None:
+            self._call = self._resolve(specs)
+        self._call.lower(*specs).compile()
+
     def _resolve(self, args):
         if _EXPORT_DIR is None:
             return self.jitted
@@ -266,19 +274,45 @@ class _Kernel:
     like the staging pool's inputs. The first carriers' shapes come from the exported module, or
     from tracing the kernel on one chunk when there is none."""
 
-    def __init__(self, fn, sharding, traced_out_shapes=None) -> None:
+    def __init__(self, fn, sharding, traced_out_shapes=None, size: int = 0, in_dtypes: tuple = ()) -> None:
         self.fn, self.sharding, self.traced_out_shapes = fn, sharding, traced_out_shapes
+        self.size, self.in_dtypes = size, in_dtypes
         self.carriers: list | None = None
         self.layout: list[tuple[int, int]] | None = None  # (shard number, first element), see _copy_out
+        self._carrier_shapes: list = []
+        self.prepared = False
+        self.pending = None  # the future of a background preparation (see prepare())
+        self._lock = threading.Lock()  # one preparation, whichever thread comes first
+
+    def prepare(self) -> None:
+        """Everything a first call does before it computes: on the CPU, read (or trace and export)
+        the kernel, get its executable from the compile cache (or compile it) and make the first
+        carriers. A kernel of the American engine takes 1.3-1.5 s here, nearly all of it XLA
+        rebuilding the executable's HLO from the cache, on one core; :func:`prepare` runs it in a
+        background thread. Safe from any thread: a call waits for a preparation in progress."""
+        if self.prepared:
+            return
+        with self._lock:
+            if self.prepared:
+                return
+            if self.sharding is not None:
+                specs = [jax.ShapeDtypeStruct((self.size,), np.dtype(d), sharding=self.sharding) for d in self.in_dtypes]
+                shapes = (self.fn.out_shapes(specs, self.traced_out_shapes) if isinstance(self.fn, _Exportable)
+                          else self.traced_out_shapes())
+                if isinstance(self.fn, _Exportable):
+                    self.fn.compile(specs + [jax.ShapeDtypeStruct(o.shape, o.dtype, sharding=self.sharding)
+                                             for o in shapes])
+                self._carrier_shapes = [jax.ShapeDtypeStruct(o.shape, o.dtype) for o in shapes]
+                self.carriers = [jax.device_put(np.zeros(o.shape, o.dtype), self.sharding) for o in shapes]
+            self.prepared = True
 
     def __call__(self, inputs: list) -> list:
         if self.sharding is None:
             return list(jax.block_until_ready(self.fn(*inputs)))
-        if self.carriers is None:
-            shapes = (self.fn.out_shapes(inputs, self.traced_out_shapes) if isinstance(self.fn, _Exportable)
-                      else self.traced_out_shapes())
-            self.carriers = [jax.device_put(np.zeros(shape.shape, shape.dtype), self.sharding) for shape in shapes]
+        self.prepare()
         carriers, self.carriers = self.carriers, None  # donated: gone even if the call fails
+        if carriers is None:  # the last call failed after donating them
+            carriers = [jax.device_put(np.zeros(o.shape, o.dtype), self.sharding) for o in self._carrier_shapes]
         out = list(jax.block_until_ready(self.fn(*inputs, *carriers)))
         self.carriers = out  # these become the next call's carriers
         if self.layout is None:
@@ -301,7 +335,7 @@ def _compiled(kernel, size: int, in_dtypes: tuple, n_out: int) -> _Kernel:
         return _Exportable(jitted, tag, size, sharding, n_in, donate) if own else jitted
 
     if devs[0].platform != "cpu" or size % nd:
-        return _Kernel(wrap(jax.jit(kernel), name, None), None)
+        return _Kernel(wrap(jax.jit(kernel), name, None), None, size=size, in_dtypes=in_dtypes)
     per_device = size // nd
     chunk = min(getattr(kernel, "chunk", CPU_CHUNK), per_device)
     def traced_out_shapes():
@@ -321,7 +355,40 @@ def _compiled(kernel, size: int, in_dtypes: tuple, n_out: int) -> _Kernel:
     fn = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(spec,) * (n_in + n_out), out_specs=(spec,) * n_out),
                  donate_argnums=donate, keep_unused=True)
     sharding = NamedSharding(mesh, spec)
-    return _Kernel(wrap(fn, f"{name}-c{chunk}", sharding, donate), sharding, traced_out_shapes)
+    return _Kernel(wrap(fn, f"{name}-c{chunk}", sharding, donate), sharding, traced_out_shapes, size, in_dtypes)
+
+
+_LOADERS: dict[int, ThreadPoolExecutor] = {}  # by process id, as _COPIERS
+
+
+def prepare(kernel, n: int, in_dtypes, n_out: int) -> list:
+    """Start preparing, in background threads, the compiled kernels that running ``n`` contracts
+    through ``kernel`` will use (:meth:`_Kernel.prepare`: one per padded size of :func:`pieces`);
+    returns their futures. A caller that knows which kernels come next (``greeks_table``: the
+    American IV and Greeks) starts them here and does other work meanwhile; a call that comes
+    before its preparation is done waits for it, and one whose preparation failed tries again
+    itself (so the error, if any, is raised there). Kernels load on every core at once."""
+    dtypes = tuple(np.dtype(d).str for d in in_dtypes)
+    kernels = [_compiled(kernel, size, dtypes, n_out) for size in sorted({size for *_, size in pieces(kernel, n)})]
+    pid = os.getpid()
+    pool = _LOADERS.get(pid)
+    if pool is None:
+        # one core fewer than the machine has: the caller goes on with its own work meanwhile
+        pool = _LOADERS[pid] = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1) - 1),
+                                                  thread_name_prefix="optrader-load")
+    futures = []
+    for k in kernels:
+        with _PREPARING:
+            if k.prepared:
+                continue
+            # one background preparation per kernel at a time (another would hold a thread waiting)
+            if k.pending is None or (k.pending.done() and k.pending.exception() is not None):
+                k.pending = pool.submit(k.prepare)
+            futures.append(k.pending)
+    return futures
+
+
+_PREPARING = threading.Lock()
 
 
 def _aligned_empty(size: int, dtype, align: int = 64) -> np.ndarray:

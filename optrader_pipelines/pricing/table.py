@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from . import _runtime
 from .american import american_greeks, american_implied_vol, early_exercise_premium_bound
+from .american import prepare as prepare_american
 from .european import bsm_greeks
 from .forwards import dividend_yield_from_forward, parity_forwards
-from .implied import IV_STATUS_ALL, implied_vol
+from .implied import IV_STATUS_ALL, implied_vol, iv_two_steps_kernel
 
 MODELS = {"E": "bsm", "A": "american_qdfp"}
 CARRY_SOURCES = ("vendor forward", "parity forward", "dividend yield")
@@ -39,6 +41,37 @@ def carry_yields(chain: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return q, source
 
 
+def _mid(chain: pd.DataFrame) -> pd.Series:
+    return ((chain["bid"] + chain["ask"]) / 2.0).where(chain["bid"] > 0)
+
+
+def _may_exercise_early(chain: pd.DataFrame, q: np.ndarray) -> np.ndarray:
+    """American rows where early exercise can pay: a call with a positive carry yield, a put at a
+    positive rate (the others are priced exactly by the European model)."""
+    american = (chain["exercise_style"] == "A").to_numpy()
+    is_call = (chain["option_type"] == "C").to_numpy()
+    return american & np.where(is_call, q > 0, chain["rate"].to_numpy(dtype=np.float64) > 0)
+
+
+def prepare_greeks_table(chain: pd.DataFrame, *, price_column: str = "mid") -> list:
+    """Start loading, in background threads, the kernels that :func:`greeks_table` of ``chain``
+    will run first and longest (the European IV, the American IV and Greeks, at the padded sizes
+    the chain needs), and return their futures. A fresh process spends 1.3-1.5 s per American
+    kernel and size reading it back from the compile cache, on one core: started while the chain
+    is still being validated (``option_chains`` calls this), that time is hidden. Nothing else
+    changes: ``greeks_table`` waits for what is not ready, and loads what was never started."""
+    price = (_mid(chain) if price_column == "mid" else chain[price_column]).to_numpy(dtype=np.float64)
+    quoted = np.isfinite(price)
+    if not quoted.any():
+        return []
+    q, _ = carry_yields(chain)
+    futures = _runtime.prepare(iv_two_steps_kernel, int(quoted.sum()), ("<f8",) * 6 + ("|b1",), 2)
+    early = _may_exercise_early(chain, q) & quoted
+    if early.any():
+        futures += prepare_american(int(early.sum()))
+    return futures
+
+
 def greeks_table(chain, *, price_column: str = "mid"):
     """The chain plus ``mid, dte, t_years, carry_yield, carry_source, pricing_model, iv, iv_status``,
     the Greeks and ``model_price``.
@@ -51,8 +84,7 @@ def greeks_table(chain, *, price_column: str = "mid"):
     volga (change of vega per point) per volatility point, charm (change of delta) per calendar day.
     """
     out = chain.copy()
-    mid = ((out["bid"] + out["ask"]) / 2.0).where(out["bid"] > 0)
-    out["mid"] = mid
+    out["mid"] = _mid(out)
     dte = (out["expiration"] - out["quote_date"]).dt.days.astype("int64")
     out["dte"] = dte
     t = dte.to_numpy(dtype=np.float64) / 365.0
@@ -79,8 +111,10 @@ def greeks_table(chain, *, price_column: str = "mid"):
     # early_exercise_premium_bound below 1e-10 x vega and 1e-12 x S: the European IV then solves the
     # American price to 1e-10 in vol). The American engine, which costs hundreds of European
     # evaluations, runs only where it changes the answer.
-    early = american & np.where(is_call, q > 0, r > 0)
+    early = _may_exercise_early(out, q)
     quoted = np.isfinite(price)
+    if (early & quoted).any():  # the American kernels load in the background meanwhile
+        prepare_american(int((early & quoted).sum()))
     iv[quoted], status[quoted] = implied_vol(price[quoted], S[quoted], K[quoted], t[quoted], r[quoted], q[quoted],
                                              is_call[quoted])
     check = early & quoted & (status == 0)
