@@ -137,6 +137,30 @@ def test_a_chain_that_fails_the_gate_stops_the_run_before_any_order(tmp_path):
     assert "broker_orders" not in wh.tables() or wh.count("broker_orders") == 0
 
 
+def test_option_chains_starts_loading_the_pricing_kernels_and_survives_if_that_fails(tmp_path, monkeypatch):
+    """option_chains starts loading option_greeks' kernels in the background (a head start only):
+    it hands the chain to prepare_greeks_table, and if that fails the asset still succeeds, with a
+    warning, and the chain is gated and written as always."""
+    import assets.market_data as market_data
+
+    seen = []
+
+    def failing(chain):
+        seen.append(len(chain))
+        raise RuntimeError("no cache directory")
+
+    monkeypatch.setattr(market_data, "prepare_greeks_table", failing)
+    res = _resources(tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([market_data.option_chains], partition_key=DAY.isoformat(), resources=res,
+                            instance=instance, raise_on_error=False)
+    assert result.success
+    wh = Warehouse(tmp_path / "optrader.duckdb")
+    assert seen == [wh.count("option_chains")] and seen[0] > 0
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any("pricing kernels not loaded ahead of option_greeks: no cache directory" in m for m in messages)
+
+
 def test_a_session_that_has_not_closed_is_refused():
     from optrader_pipelines.daily import require_closed
 

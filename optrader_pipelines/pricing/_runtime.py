@@ -367,7 +367,8 @@ def prepare(kernel, n: int, in_dtypes, n_out: int) -> list:
     returns their futures. A caller that knows which kernels come next (``greeks_table``: the
     American IV and Greeks) starts them here and does other work meanwhile; a call that comes
     before its preparation is done waits for it, and one whose preparation failed tries again
-    itself (so the error, if any, is raised there). Kernels load on every core at once."""
+    itself (so the error, if any, is raised there). The pool has one thread fewer than the machine
+    has cores (at least one). Off the CPU a preparation does nothing: the first call compiles."""
     dtypes = tuple(np.dtype(d).str for d in in_dtypes)
     kernels = [_compiled(kernel, size, dtypes, n_out) for size in sorted({size for *_, size in pieces(kernel, n)})]
     pid = os.getpid()
@@ -483,7 +484,7 @@ def _staged(a: np.ndarray, start: int, stop: int, size: int, fill, slot: int, co
 # contracts the staging of the inputs and the copy of the outputs take ~10 ms each on one core,
 # bound by one core's memory bandwidth more than the machine's (six 8 MB copies: 12.6 ms on one
 # thread, 8.7-9.2 ms on two, 2-core AMD EPYC); Black-Scholes at 1M, interleaved in one process:
-# 1.04-1.05x faster. Smaller calls lose more to the hand-off than they gain (65,536: 0.89x).
+# 1.04-1.07x faster. Smaller calls lose more to the hand-off than they gain (65,536: 0.89x).
 _PARALLEL_MIN = 2_000_000
 _COPIERS: dict[int, ThreadPoolExecutor] = {}  # by process id: a forked child makes its own threads
 
