@@ -137,6 +137,10 @@ def test_a_new_chain_length_does_not_recompile():
     after = _runtime._compiled.cache_info()
     assert after.misses == before.misses and after.hits == before.hits + 1
     assert len(iv) == 3001 and np.all(status == 0)
+    # a ladder of powers of 4: one underlying's chain (5,000-16,000 contracts) pads to 16,384, not 65,536
+    assert _runtime.PAD_SIZES == (4_096, 16_384, 65_536, 262_144, 1_048_576)
+    assert [_runtime.bucket(n) for n in (1, 4_096, 4_097, 16_384, 16_385, 2_000_000)] == [
+        4_096, 4_096, 16_384, 16_384, 65_536, 1_048_576]
 
 
 def test_american_kernels_run_on_a_ladder_of_sizes_without_recompiling():

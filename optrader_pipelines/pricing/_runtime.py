@@ -23,7 +23,7 @@
   new chain length never triggers a compilation. On the CPU an expensive kernel (the American
   ones, hundreds of European evaluations per contract) declares ``cpu_slices``, a short ladder of
   sizes: the input runs in pieces of the largest size that fits what is left, and the last piece
-  in the smallest, so 5,000 contracts cost 5,120 evaluations rather than 65,536, while a large
+  in the smallest, so 5,000 contracts cost 5,120 evaluations rather than 16,384, while a large
   input still runs in few calls (a call's dispatch costs about a millisecond).
 * Compiled kernels are kept in a persistent cache (``OPTRADER_JAX_CACHE``, default
   ``~/.cache/optrader/jax``; ``off`` disables it), so a new process does not recompile.
@@ -69,7 +69,10 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
-PAD_SIZES = (4_096, 65_536, 262_144, 1_048_576)
+# A ladder of powers of 4. 16,384 was added in session 14: a chain of 5,000-16,000 contracts (one
+# underlying's full chain) padded to 65,536 before, and Black-Scholes + Greeks took 3.1-3.6 ms
+# there against 1.1-1.3 ms at 16,384 (the IV 12-13.5 against 2.9-3.8 ms); numpy at 16,000: 1.4-1.8.
+PAD_SIZES = (4_096, 16_384, 65_536, 262_144, 1_048_576)
 # Contracts per step of a device's loop, unless the kernel sets ``kernel.chunk``. XLA:CPU splits a
 # loop fusion across the intra-op threads once its estimated cost passes a threshold, and with one
 # device per core two devices' split fusions then contend for the same cores; a step of 256
