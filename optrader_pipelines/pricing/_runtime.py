@@ -361,7 +361,18 @@ def _compiled(kernel, size: int, in_dtypes: tuple, n_out: int) -> _Kernel:
     return _Kernel(wrap(fn, f"{name}-c{chunk}", sharding, donate), sharding, traced_out_shapes, size, in_dtypes)
 
 
-_LOADERS: dict[int, ThreadPoolExecutor] = {}  # by process id, as _COPIERS
+def _threads(pools: dict, workers: int, name: str) -> ThreadPoolExecutor:
+    """This process's pool from ``pools`` (keyed by process id: a forked child makes its own
+    threads, the parent's do not exist there), made on first use."""
+    pid = os.getpid()
+    pool = pools.get(pid)
+    if pool is None:
+        pool = pools[pid] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+    return pool
+
+
+_LOADERS: dict[int, ThreadPoolExecutor] = {}
+_PREPARING = threading.Lock()
 
 
 def prepare(kernel, n: int, in_dtypes, n_out: int) -> list:
@@ -374,12 +385,8 @@ def prepare(kernel, n: int, in_dtypes, n_out: int) -> list:
     has cores (at least one). Off the CPU a preparation does nothing: the first call compiles."""
     dtypes = tuple(np.dtype(d).str for d in in_dtypes)
     kernels = [_compiled(kernel, size, dtypes, n_out) for size in sorted({size for *_, size in pieces(kernel, n)})]
-    pid = os.getpid()
-    pool = _LOADERS.get(pid)
-    if pool is None:
-        # one core fewer than the machine has: the caller goes on with its own work meanwhile
-        pool = _LOADERS[pid] = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1) - 1),
-                                                  thread_name_prefix="optrader-load")
+    # one core fewer than the machine has: the caller goes on with its own work meanwhile
+    pool = _threads(_LOADERS, max(1, (os.cpu_count() or 1) - 1), "optrader-load")
     futures = []
     for k in kernels:
         with _PREPARING:
@@ -390,9 +397,6 @@ def prepare(kernel, n: int, in_dtypes, n_out: int) -> list:
                 k.pending = pool.submit(k.prepare)
             futures.append(k.pending)
     return futures
-
-
-_PREPARING = threading.Lock()
 
 
 def _aligned_empty(size: int, dtype, align: int = 64) -> np.ndarray:
@@ -489,18 +493,14 @@ def _staged(a: np.ndarray, start: int, stop: int, size: int, fill, slot: int, co
 # thread, 8.7-9.2 ms on two, 2-core AMD EPYC); Black-Scholes at 1M, interleaved in one process:
 # 1.04-1.07x faster. Smaller calls lose more to the hand-off than they gain (65,536: 0.89x).
 _PARALLEL_MIN = 2_000_000
-_COPIERS: dict[int, ThreadPoolExecutor] = {}  # by process id: a forked child makes its own threads
+_COPIERS: dict[int, ThreadPoolExecutor] = {}
 
 
 def _copiers() -> ThreadPoolExecutor | None:
     cores = os.cpu_count() or 1
     if cores < 2 or platform() != "cpu":
         return None
-    pid = os.getpid()
-    pool = _COPIERS.get(pid)
-    if pool is None:
-        pool = _COPIERS[pid] = ThreadPoolExecutor(max_workers=cores, thread_name_prefix="optrader-copy")
-    return pool
+    return _threads(_COPIERS, cores, "optrader-copy")
 
 
 def _copy_all(copies: list) -> None:

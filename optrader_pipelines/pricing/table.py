@@ -64,11 +64,13 @@ def prepare_greeks_table(chain: pd.DataFrame, *, price_column: str = "mid") -> l
     quoted = np.isfinite(price)
     if not quoted.any():
         return []
-    q, _ = carry_yields(chain)
     futures = _runtime.prepare(iv_two_steps_kernel, int(quoted.sum()), ("<f8",) * 6 + ("|b1",), 2)
-    early = _may_exercise_early(chain, q) & quoted
-    if early.any():
-        futures += prepare_american(int(early.sum()))
+    american = chain[quoted & (chain["exercise_style"] == "A").to_numpy()]
+    if len(american):
+        q, _ = carry_yields(american)  # American rows only: no parity forwards to fit
+        early = int(_may_exercise_early(american, q).sum())
+        if early:
+            futures += prepare_american(early)
     return futures
 
 
