@@ -306,8 +306,11 @@ class _Kernel:
                     self.fn.compile(specs + [jax.ShapeDtypeStruct(o.shape, o.dtype, sharding=self.sharding)
                                              for o in shapes])
                 self._carrier_shapes = [jax.ShapeDtypeStruct(o.shape, o.dtype) for o in shapes]
-                self.carriers = [jax.device_put(np.zeros(o.shape, o.dtype), self.sharding) for o in shapes]
+                self.carriers = self._new_carriers()
             self.prepared = True
+
+    def _new_carriers(self) -> list:
+        return [jax.device_put(np.zeros(o.shape, o.dtype), self.sharding) for o in self._carrier_shapes]
 
     def __call__(self, inputs: list) -> list:
         if self.sharding is None:
@@ -315,7 +318,7 @@ class _Kernel:
         self.prepare()
         carriers, self.carriers = self.carriers, None  # donated: gone even if the call fails
         if carriers is None:  # the last call failed after donating them
-            carriers = [jax.device_put(np.zeros(o.shape, o.dtype), self.sharding) for o in self._carrier_shapes]
+            carriers = self._new_carriers()
         out = list(jax.block_until_ready(self.fn(*inputs, *carriers)))
         self.carriers = out  # these become the next call's carriers
         if self.layout is None:
