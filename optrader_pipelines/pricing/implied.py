@@ -144,7 +144,7 @@ def _compacted(mask, fn, *args):
     return jax.lax.switch(which, [compact(cap) for cap in caps] + [lambda _: fn(*args)], None)
 
 
-def solve_total_vol(x, beta, max_steps: int = _MAX_STEPS, loop: bool = True):
+def solve_total_vol(x, beta, max_steps: int = _MAX_STEPS, loop: bool = True, ex=None):
     """Total volatility s with b(x, s) = beta, for x <= 0 and 0 < beta < e^{x/2} (elementwise),
     and whether each contract is still unconverged: after ``_UNROLLED`` steps, then (``loop``)
     after a loop of up to ``max_steps`` in all.
@@ -153,7 +153,7 @@ def solve_total_vol(x, beta, max_steps: int = _MAX_STEPS, loop: bool = True):
     and the points s_l, s_u where the tangent at s_c meets 0 and the upper bound: below b_l an
     asymptotic start and a log objective; between b_l and b_u a cubic Hermite interpolation of the
     inverse as the start; above b_u the large-s form."""
-    ex = jnp.exp(0.5 * x)
+    ex = jnp.exp(0.5 * x) if ex is None else ex
     emx = 1.0 / ex
     ax = -x
     s_c = jnp.sqrt(2.0 * ax)
@@ -222,15 +222,18 @@ def _iv(price, S, K, T, r, q, is_call, loop):
     ok_in = valid_inputs(S, K, T, r, q) & jnp.isfinite(price) & (price >= 0)
     S, K, T, r, q, price = (jnp.where(ok_in, a, b) for a, b in
                             ((S, 100.0), (K, 100.0), (T, 1.0), (r, 0.0), (q, 0.0), (price, 10.0)))
-    df = jnp.exp(-r * T)
     F = S * jnp.exp((r - q) * T)
-    undisc = price / df
+    undisc = price * jnp.exp(r * T)
     sign = jnp.where(is_call, 1.0, -1.0)
     intrinsic = jnp.maximum(sign * (F - K), 0.0)
     time_value = undisc - intrinsic
-    x = -jnp.abs(log(F / K))
-    beta = time_value / jnp.sqrt(F * K)
-    b_max = jnp.exp(0.5 * x)
+    fk = F / K
+    x = -jnp.abs(log(fk))
+    # e^{x/2} and sqrt(F K) from sqrt(F/K), without an exp: e^{x/2} is sqrt(F/K) or its inverse,
+    # whichever is at most 1
+    root = jnp.sqrt(fk)
+    b_max = jnp.minimum(root, 1.0 / root)
+    beta = time_value / (K * root)
     tol = 4e-16 * jnp.maximum(F, K)
     status = jnp.where(~ok_in, 4,
              jnp.where(time_value < -tol, 1,
@@ -238,7 +241,7 @@ def _iv(price, S, K, T, r, q, is_call, loop):
              jnp.where(time_value <= tol, 3, 0))))
     solvable = status == 0
     beta_ = jnp.where(solvable, beta, 0.5 * b_max)
-    s, unconverged = solve_total_vol(x, beta_, loop=loop)
+    s, unconverged = solve_total_vol(x, beta_, loop=loop, ex=b_max)
     status = jnp.where(solvable & (unconverged | ~jnp.isfinite(s)), 5, status)
     iv = jnp.where(status == 0, s / jnp.sqrt(T), jnp.nan)
     return iv, status.astype(jnp.int8)
