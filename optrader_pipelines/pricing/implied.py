@@ -150,9 +150,10 @@ def solve_total_vol(x, beta, max_steps: int = _MAX_STEPS, loop: bool = True, ex=
     after a loop of up to ``max_steps`` in all.
 
     Four regions of beta, split as in Jaeckel's "Let's be rational" by the inflection point s_c
-    and the points s_l, s_u where the tangent at s_c meets 0 and the upper bound: below b_l an
-    asymptotic start and a log objective; between b_l and b_u a cubic Hermite interpolation of the
-    inverse as the start; above b_u the large-s form."""
+    and the points s_l, s_u where the tangent at s_c meets 0 and the upper bound: below b_l a
+    start solved on the log form (:func:`_region0_start`); between b_l and b_u a cubic Hermite
+    interpolation of the inverse as the start; above b_u the large-s form. ``ex`` is e^{x/2} where
+    the caller has it (else computed)."""
     ex = jnp.exp(0.5 * x) if ex is None else ex
     emx = 1.0 / ex
     ax = -x
