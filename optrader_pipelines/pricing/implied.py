@@ -210,7 +210,7 @@ def solve_total_vol(x, beta, max_steps: int = _MAX_STEPS, loop: bool = True, ex=
         it, _, _, _, active = carry
         return (it < max_steps) & jnp.any(active)
 
-    carry = (0, s0, lo0, hi0, jnp.ones_like(region == 0))
+    carry = (0, s0, lo0, hi0, jnp.ones_like(beta, dtype=bool))
     for _ in range(min(_UNROLLED, max_steps)):  # unrolled: XLA fuses these steps into one pass
         carry = step(carry)
     if loop:
