@@ -8,17 +8,24 @@ is the European price plus the early-exercise premium integrated along that boun
    B(tau) = K e^{-(r-q) tau} N(tau, B) / D(tau, B), with
    N = Phi(d-(tau, B/K)) + r Int_0^tau e^{r u} Phi(d-(tau-u, B(tau)/B(u))) du and
    D = Phi(d+(tau, B/K)) + q Int_0^tau e^{q u} Phi(d+(tau-u, B(tau)/B(u))) du
-   (Gauss-Legendre in u);
-3. price: p = p_European + Int_0^T [r K e^{-r t} Phi(-d-(t, S/B(T-t))) - q S e^{-q t} Phi(-d+(t, S/B(T-t)))] dt,
-   integrated in z = sqrt(t) with Gauss-Legendre.
+   (Gauss-Legendre);
+3. price: p = p_European + Int_0^T [r K e^{-r t} Phi(-d-(t, S/B(T-t))) - q S e^{-q t} Phi(-d+(t, S/B(T-t)))] dt
+   (Gauss-Legendre).
 
 The boundary is interpolated as H(z) = ln(B/X)^2 with X = K min(1, r/q), z = 2 sqrt(tau/T) - 1, the
-form in which it is smooth. The engine uses :data:`ENGINE` (7 nodes, 6-point fixed-point quadrature,
-2 steps, 27-point price quadrature, the QD+ start from Barone-Adesi-Whaley's seed); QuantLib's
-"fast" scheme is :data:`QUANTLIB_FAST` (8 nodes, 7 points, 2 steps, 27 points); both are within
-about 1e-5 (median 1e-6, max 6e-4) of the method at high precision; :class:`Scheme` builds others. Every step is a fixed number of array
-operations, so the whole price is differentiable with ``jax.jvp`` (the Greeks are the exact
-derivatives of this approximation).
+form in which it is smooth. The quadratures are Gauss-Legendre either in QuantLib's variables (u and
+z = sqrt(t): ``rule="plain"``) or in angles that make both integrands smooth (``rule="smooth"``):
+u = tau (1 - cos phi) / 2, so that sqrt(u) (the boundary near expiry) and sqrt(tau - u) (the
+integrand's kink at u = tau) are smooth in phi, and z = sqrt(T) sin theta, so that sqrt(T - t) (the
+boundary near expiry again, at the upper end of the premium integral) is smooth in theta. In those
+variables Gauss-Legendre converges fast and 4 and 12 points do what 6 and 27 did in QuantLib's.
+
+The engine uses :data:`ENGINE` (6 nodes, 4-point fixed-point quadrature, 3 steps, 12-point price
+quadrature, smooth rule, the QD+ start by 2 Halley steps from Barone-Adesi-Whaley's seed);
+QuantLib's "fast" scheme is :data:`QUANTLIB_FAST` (8 nodes, 7 points, 2 steps, 27 points, plain
+rule). Both are within about 1e-5 (median 1e-6, max 3e-4 to 6e-4) of the method at high precision;
+:class:`Scheme` builds others. Every step is a fixed number of array operations, so the whole price
+is differentiable with ``jax.jvp`` (the Greeks are the exact derivatives of this approximation).
 
 Callers handle the cases with no early exercise (r <= 0) and invalid inputs; a call uses
 C(S, K, r, q) = P(K, S, q, r).
@@ -36,25 +43,38 @@ from .european import log, ncdf, ncdf_with_pdf, npdf
 class Scheme:
     """A fixed-point scheme: Chebyshev nodes of the boundary, Gauss-Legendre points of the
     fixed-point integrals, fixed-point steps (a Jacobi-Newton step, then plain ones), points of the
-    premium integral and Halley steps of the QD+ start, with the constants they need."""
+    premium integral and Halley steps of the QD+ start (at least 2 are taken), the start and the
+    quadrature variables (``rule``, see the module docstring), with the constants they need."""
 
     def __init__(self, name: str, nodes: int, fp_points: int, fp_steps: int, price_points: int,
-                 halley_steps: int, start: str = "xmax"):
+                 halley_steps: int, start: str = "xmax", rule: str = "plain"):
         if start not in ("xmax", "baw"):
             raise ValueError(f"unknown QD+ start {start!r}; expected 'xmax' or 'baw'")
+        if rule not in ("plain", "smooth"):
+            raise ValueError(f"unknown quadrature rule {rule!r}; expected 'plain' or 'smooth'")
+        self.rule = rule
         self.name, self.nodes, self.fp_points, self.fp_steps = name, nodes, fp_points, fp_steps
         self.price_points, self.halley_steps, self.start = price_points, halley_steps, start
         n = nodes - 1
         self.z = -np.cos(np.arange(nodes) * np.pi / n)  # ascending, z[0] = -1 is tau = 0
         # Chebyshev coefficients from node values: c = from_nodes @ f
         self.from_nodes = np.linalg.inv(np.cos(np.outer(np.arccos(self.z), np.arange(nodes))))
-        fp_x, self.fp_w = np.polynomial.legendre.leggauss(fp_points)
-        self.fp_s = 0.5 * (fp_x + 1.0)  # u = tau s on (0, tau)
+        fp_x, fp_w = np.polynomial.legendre.leggauss(fp_points)
+        pr_x, pr_w = np.polynomial.legendre.leggauss(price_points)
+        if rule == "plain":  # QuantLib's: Gauss-Legendre in u and in z themselves
+            self.fp_s, self.fp_w = 0.5 * (fp_x + 1.0), fp_w  # u = tau s on (0, tau)
+            self.pr_s, self.pr_w = 0.5 * (pr_x + 1.0), pr_w  # z = sqrt(T) s on (0, sqrt(T))
+            self.pr_cheb = 2.0 * np.sqrt(1.0 - self.pr_s ** 2) - 1.0
+        else:
+            # u = tau (1 - cos phi) / 2: sqrt(u) and sqrt(tau - u) are smooth in phi
+            phi = 0.5 * np.pi * (fp_x + 1.0)
+            self.fp_s, self.fp_w = np.sin(0.5 * phi) ** 2, fp_w * 0.5 * np.pi * np.sin(phi)
+            # z = sqrt(T) sin theta: sqrt(T - t) = sqrt(T) cos theta is smooth in theta
+            theta = 0.25 * np.pi * (pr_x + 1.0)
+            self.pr_s, self.pr_w = np.sin(theta), pr_w * 0.5 * np.pi * np.cos(theta)
+            self.pr_cheb = 2.0 * np.cos(theta) - 1.0
         self.fp_sqrt_s, self.fp_sqrt_1ms = np.sqrt(self.fp_s), np.sqrt(1.0 - self.fp_s)
-        pr_x, self.pr_w = np.polynomial.legendre.leggauss(price_points)
-        self.pr_s = 0.5 * (pr_x + 1.0)  # z = sqrt(T) s on (0, sqrt(T))
-        # Chebyshev coordinate of the boundary time T - z^2
-        self.pr_cheb = 2.0 * np.sqrt(1.0 - self.pr_s ** 2) - 1.0
+        # (pr_cheb: the Chebyshev coordinate 2 sqrt(tau / T) - 1 of the boundary time tau = T - z^2)
         # Every point at which the boundary is interpolated sits at a fixed Chebyshev coordinate
         # (the fixed-point points at 2 sqrt(u/T) - 1 = (1 + z_i) sqrt(s_j) - 1, the premium points at
         # pr_cheb), so the interpolation is a constant linear map of the node values: H at a point
@@ -76,17 +96,25 @@ class Scheme:
 
 # QuantLib's QdFpAmericanEngine.fastScheme() (its QD+ start by Halley from X, 8 steps here).
 QUANTLIB_FAST = Scheme("quantlib_fast", nodes=8, fp_points=7, fp_steps=2, price_points=27, halley_steps=8)
-# The engine's scheme: one node and one fixed-point point fewer, and the QD+ start by 4 Halley
-# steps from Barone-Adesi-Whaley's seed. About 25% less CPU than QuantLib's fast scheme and as
-# accurate: against the method at high precision (24 nodes, 24 points, 6 steps, 96 price points)
-# on 20,000 random contracts (1 day to 3 years, vol 5-100%, r 0-6%, q 0-4%), median 8e-7,
-# 99th percentile 2.9e-5, max 5.6e-4 relative where the price is at least 1e-4 S (QuantLib's fast
-# scheme: 5e-7, 3.2e-5, 4.1e-4); the largest errors of both are at vol 5-10%, 2-3 years, r > 5%.
-# Cheaper schemes were measured too (5 nodes, 4 points, one step, 14 price points: 0.36 of the
-# CPU, median 2.8e-6, p99 8.7e-5, max 7e-4), but their errors move erratically with the scheme.
+# The engine's scheme (session 16; before it 7 nodes, 6 points, 2 steps, 27 points, 4 Halley steps,
+# plain rule). Against the method at high precision (24 nodes, 24 points, 8 steps, 96 points,
+# smooth rule), relative error where the price is at least 1e-4 S:
+# - 20,000 random puts, 1 day to 3 years, vol 5-100%, r 0.1-6%, q 0-4%: median 8.6e-7, p99 2.8e-5,
+#   max 2.6e-4 (the scheme before: 1.5e-6, 4.4e-5, 4.6e-4); the largest at vol 5-10%, r > 5%,
+#   where the fixed-point iteration converges slowest: a third step does more there than more
+#   nodes or points;
+# - 10,000 puts from 1e-6 to 30% above their exercise boundary: median 4.3e-7, p99 2.6e-5,
+#   max 3.4e-4 (before: 5.4e-6, 5.5e-5, 9.7e-4);
+# - 60,000 wide random puts (1 day to 10 years, vol 1-300%, r and q to 15%), the 4,599 with T up to
+#   3 years, vol up to 150%, r and q up to 10%: p99 5.8e-5, max 1.1e-3 (before: 9.0e-5, 1.3e-3);
+# - where vol^2 T > 8 (vol above 160% at 3 years, or 10-year contracts at 90%) four fixed-point
+#   points resolve the integrals less well: p99 1e-3 to 2.2e-3, max 2.4e-3 (before: up to 9.2e-4).
+# Its price kernel costs 0.70 of the old scheme's CPU (one device on one core: 0.76-0.77 -> 1.08-1.09
+# M/s). With 2 Halley steps the seed's own derivatives flow into the Greeks (no loop is cut from
+# the tangents), which keeps them exact.
 # Above the boundary every scheme measured keeps gamma >= 0; at and below it the price is
 # intrinsic (:func:`exercised`).
-ENGINE = Scheme("engine", nodes=7, fp_points=6, fp_steps=2, price_points=27, halley_steps=4, start="baw")
+ENGINE = Scheme("engine", nodes=6, fp_points=4, fp_steps=3, price_points=12, halley_steps=2, start="baw", rule="smooth")
 
 
 def _safe_sqrt(h):
@@ -179,6 +207,8 @@ def _qd_plus_boundary(r, q, v, tau, xmax, halley_steps, start="xmax"):
     # derivatives are those of the root (implicit function theorem), after two the second ones:
     # the Greeks pay for two boundary iterations instead of all of them. (Where the loop has not
     # converged, what the tangents leave out is of the order of the square of its error.)
+    # With 2 steps (the engine's scheme) there is no loop: the seed's derivatives are carried too,
+    # which the Greeks need there (measured: rho 0.7% off finite differences with the seed cut).
     if start == "baw":
         b = r - q
         m1 = omega - 1.0
@@ -188,7 +218,8 @@ def _qd_plus_boundary(r, q, v, tau, xmax, halley_steps, start="xmax"):
         w = log(jnp.minimum(seed, xmax))
     else:
         w = jnp.broadcast_to(log(xmax), tau.shape)
-    w = jax.lax.stop_gradient(jax.lax.fori_loop(0, halley_steps - 2, step, w))  # a loop: compiles fast
+    if halley_steps > 2:
+        w = jax.lax.stop_gradient(jax.lax.fori_loop(0, halley_steps - 2, step, w))  # a loop: compiles fast
     return step(1, step(0, w))
 
 

@@ -1,10 +1,12 @@
 """American exercise: price, Greeks and implied volatility, with a reference tree.
 
 * ``method="qdfp"`` (default): the Andersen-Lake-Offengeld fixed-point method (:mod:`._qdfp`)
-  with the engine's scheme (:data:`._qdfp.ENGINE`: 7 nodes, 6 and 27 points, the QD+ start from
-  Barone-Adesi-Whaley's seed; median 1e-6 and max 6e-4 relative of the method at high precision,
-  about 25% less CPU than QuantLib's); ``method="qdfp_quantlib"`` uses QuantLib's fast scheme,
-  equal to QuantLib's ``QdFpAmericanEngine`` to rounding.
+  with the engine's scheme (:data:`._qdfp.ENGINE`: 6 nodes, 4 fixed-point points, 3 steps, 12
+  premium points, its quadratures in variables where the integrands are smooth, the QD+ start
+  from Barone-Adesi-Whaley's seed; median 9e-7 and max 2.6e-4 relative of the method at high
+  precision on harsh random contracts, about half the CPU of QuantLib's fast scheme);
+  ``method="qdfp_quantlib"`` uses QuantLib's fast scheme, equal to QuantLib's
+  ``QdFpAmericanEngine`` to rounding.
 * At or below the exercise boundary (the put's spot at or below B(T)) the value is intrinsic,
   with delta -1 (put) or 1 (call) and gamma, theta, vega and rho 0.
 * ``method="bs2002"``: Bjerksund-Stensland 2002 (two-step flat exercise boundary) for a call with
@@ -174,7 +176,13 @@ def _price_kernel(method):
         return (jnp.where(ok, value(S, K, T, r, q, sigma, is_call), jnp.nan),)
 
     kernel.__name__ = f"american_price_{method}"
-    kernel.chunk = 512 if method.startswith("qdfp") else 4096
+    # 4,096 contracts per step (was 512). XLA:CPU splits each of the kernel's large fusions in two
+    # for its intra-op threads, which the other device is using; every split costs a hand-off
+    # between threads, and at 512 per step those took ~20% of the CPU on session 16's machine
+    # (0.766 s of CPU against 0.629 s at 4,096 for the same 655,360 contracts; one device alone on
+    # one core, where nothing is split, runs at the 4,096 speed either way). 131,072 random
+    # contracts, 15 runs each in one process: 512 1.67 M/s, 4,096 2.01, 8,192 1.97, 16,384 1.82.
+    kernel.chunk = 4096
     kernel.cpu_slices = CPU_SLICES
     return kernel
 
@@ -252,6 +260,7 @@ def _greeks_kernel(method):
     # 128 contracts per step: on the 2-core AVX2 machine of session 14, 65,536 random contracts took
     # 1,981-2,042 ms at 128 against 2,245-2,373 at 256, 2,673 at 512 and 3,024 at 64 (the IV kernel
     # measured no gain from 128: 1,165 against 1,097 ms, so it keeps 256)
+    # (session 16, the engine's new scheme: 128 still best, 0.156-0.159 M/s against 0.134 at 512)
     kernel.chunk = 128 if method.startswith("qdfp") else 2048
     kernel.cpu_slices = CPU_SLICES
     return kernel
@@ -290,8 +299,8 @@ def prepare(n: int, kinds=("iv", "greeks"), *, method: str = "qdfp") -> list:
 
 def american_price(S, K, T, r, q, sigma, is_call, *, method: str = "qdfp") -> np.ndarray:
     """American prices for arrays (or scalars) of contracts: ``method="qdfp"`` (default, the
-    Andersen-Lake-Offengeld fixed-point method: median 1e-6, max 6e-4 relative of that method at
-    high precision on 20,000 random contracts, and within 1.4e-4 of a 2,000-step tree on 300),
+    Andersen-Lake-Offengeld fixed-point method: median 9e-7, max 2.6e-4 relative of that method
+    at high precision on 20,000 random contracts, see :data:`._qdfp.ENGINE`),
     ``"qdfp_quantlib"`` (QuantLib's fast scheme of that method) or
     ``"bs2002"`` (Bjerksund-Stensland 2002: a closed form, within a few 1e-3, and no faster here:
     its bivariate normal CDFs cost 320 exps). NaN for invalid inputs."""
@@ -406,7 +415,9 @@ def _iv_kernel(method):
         return jnp.where(status == 0, v, jnp.nan), status.astype(jnp.int8)
 
     kernel.__name__ = f"american_iv_{method}"
-    kernel.chunk = 256 if method.startswith("qdfp") else 4096
+    # 512 contracts per step (256 before session 16): with the engine's new scheme, 131,072 random
+    # contracts ran at 0.253-0.256 M/s at 256, 0.357-0.363 at 512 and 1,024, 0.350 at 2,048
+    kernel.chunk = 512 if method.startswith("qdfp") else 4096
     kernel.cpu_slices = CPU_SLICES
     return kernel
 
