@@ -91,7 +91,7 @@ class Scheme:
 
     def __repr__(self) -> str:
         return (f"Scheme({self.name!r}, nodes={self.nodes}, fp_points={self.fp_points}, fp_steps={self.fp_steps}, "
-                f"price_points={self.price_points}, halley_steps={self.halley_steps})")
+                f"price_points={self.price_points}, halley_steps={self.halley_steps}, start={self.start!r}, rule={self.rule!r})")
 
 
 # QuantLib's QdFpAmericanEngine.fastScheme() (its QD+ start by Halley from X, 8 steps here).
