@@ -23,7 +23,7 @@ variables Gauss-Legendre converges fast and 4 and 12 points do what 6 and 27 did
 The engine uses :data:`ENGINE` (6 nodes, 4-point fixed-point quadrature, 3 steps, 12-point price
 quadrature, smooth rule, the QD+ start by 2 Halley steps from Barone-Adesi-Whaley's seed);
 QuantLib's "fast" scheme is :data:`QUANTLIB_FAST` (8 nodes, 7 points, 2 steps, 27 points, plain
-rule). Both are within about 1e-5 (median 1e-6, max 3e-4 to 6e-4) of the method at high precision;
+rule). Both are within about 1e-5 (median 1e-6, max about 3e-4) of the method at high precision;
 :class:`Scheme` builds others. Every step is a fixed number of array operations, so the whole price
 is differentiable with ``jax.jvp`` (the Greeks are the exact derivatives of this approximation).
 
