@@ -123,6 +123,60 @@ def test_american_prices_within_1e_3_of_a_2000_step_tree():
         bsm_price_numpy(100.0, 95.0, 1.0, 0.05, 0.0, 0.3, True), rel=1e-13)
 
 
+def test_contracts_outside_the_engine_schemes_domain_are_priced_with_its_wide_scheme():
+    """Where the put's rate or yield times T is 0.3 or more (a 12-30% rate, or a call's yield,
+    over 2.5-5 years here), the engine's 4 and 12 quadrature points resolve the weights e^{r u} poorly
+    (errors to 2e-2 here); those contracts are priced again with ``_qdfp.WIDE``, in price, Greeks
+    and implied vol alike, and the others are left as they are."""
+    import jax
+
+    from optrader_pipelines.pricing import american
+
+    rng = np.random.default_rng(17)
+    n = 40
+    S, K, T, sig = np.full(n, 100.0), rng.uniform(70, 130, n), rng.uniform(2.5, 5, n), rng.uniform(0.1, 0.6, n)
+    call = rng.random(n) < 0.25
+    r = np.where(call, rng.uniform(0, 0.1, n), rng.uniform(0.12, 0.3, n))
+    q = np.where(call, rng.uniform(0.12, 0.3, n), rng.uniform(0, 0.1, n))
+    assert american.wide_rows(T, r, q).size == n
+    # the tree at 2,001 steps is itself 2.7e-4 off 4,001 here (a 30% rate over 5 years)
+    tree = leisen_reimer_price(S, K, T, r, q, sig, call, steps=4001)
+    material = tree >= 1e-4 * S
+
+    def rel(p):
+        return (np.abs(p - tree) / tree)[material]
+
+    ours = american_price(S, K, T, r, q, sig, call)
+    engine_alone = np.asarray(jax.jit(american._VALUE["qdfp"])(S, K, T, r, q, sig, call))
+    assert rel(ours).max() < 1e-3 and np.median(rel(ours)) < 2e-4  # measured: 3.5e-4, 7.5e-5
+    assert rel(engine_alone).max() > 1e-2  # measured: 2.4e-2 (7 of 40 above 1e-3)
+    # mixed with contracts inside the domain, those keep the engine's price exactly
+    S2, K2, T2, r2, q2, sig2, call2 = _contracts(20, seed=4)
+    inside = american_price(S2, K2, T2, r2, q2, sig2, call2)
+    both = american_price(*(np.concatenate(a) for a in ((S, S2), (K, K2), (T, T2), (r, r2), (q, q2), (sig, sig2),
+                                                       (call, call2))))
+    assert np.array_equal(both, np.concatenate([ours, inside]))
+    # the Greeks are those of the same price (delta and rho against differences of it)
+    g = american_greeks(S, K, T, r, q, sig, call)
+    assert np.allclose(g["price"], ours, rtol=1e-13)
+    hS, hr = 1e-3, 1e-5
+    delta = (american_price(S + hS, K, T, r, q, sig, call) - american_price(S - hS, K, T, r, q, sig, call)) / (2 * hS)
+    rho = (american_price(S, K, T, r + hr, q, sig, call) - american_price(S, K, T, r - hr, q, sig, call)) / (2 * hr)
+    assert np.max(np.abs(g["delta"] - delta)) < 1e-7 and np.max(np.abs(g["rho"] - rho)) < 1e-5  # 6.8e-9, 1.1e-7
+    # and the implied vol inverts it, a contract just above its exercise plateau included: a deep
+    # call at a 29% yield whose price is flat (intrinsic) in the vol up to 0.437 (the solver once
+    # crept across that plateau 0.0017 a step and gave up)
+    S3, K3, T3, r3, q3, sig3, call3 = (np.append(a, b) for a, b in zip(
+        (S, K, T, r, q, sig, call), (100.0, 70.9173793958027, 3.6525119783205056, 0.08678764241633151,
+                                     0.28867779674289995, 0.44746682674642857, True)))
+    price = american_price(S3, K3, T3, r3, q3, sig3, call3)
+    iv, status = american_implied_vol(price, S3, K3, T3, r3, q3, call3)
+    vega = american_greeks(S3, K3, T3, r3, q3, sig3, call3)["vega"]
+    solvable = vega >= 1e-3 * S3 * np.sqrt(T3)
+    assert solvable[-1] and np.all(status[solvable] == 0)
+    assert np.max(np.abs(iv - sig3)[solvable]) < 1e-10
+
+
 def test_bjerksund_stensland_2002_is_the_coarser_closed_form():
     S, K, T, r, q, sig, call = _contracts(40)
     bs = american_price(S, K, T, r, q, sig, call, method="bs2002")

@@ -160,10 +160,44 @@ def _qdfp_value_with(scheme, layout="loop"):
     return value
 
 
-# "qdfp": the engine's scheme; "qdfp_quantlib": QuantLib's fast scheme
+# "qdfp": the engine's scheme; "qdfp_quantlib": QuantLib's fast scheme; "qdfp_wide": the engine's
+# second scheme, for the contracts outside the first one's domain (not a method of its own)
 _VALUE = {"qdfp": _qdfp_value_with(_qdfp.ENGINE), "qdfp_quantlib": _qdfp_value_with(_qdfp.QUANTLIB_FAST),
-          "bs2002": _bs2002_value}
-METHODS = tuple(_VALUE)
+          "bs2002": _bs2002_value, "qdfp_wide": _qdfp_value_with(_qdfp.WIDE, "chebyshev")}
+METHODS = ("qdfp", "qdfp_quantlib", "bs2002")
+# A method's second scheme: "qdfp" prices the contracts whose put rate or yield times T is at least
+# _qdfp.WIDE_X again with _qdfp.WIDE (price, Greeks and IV alike), where its own scheme errs up to
+# 1e-2 and more (see _qdfp.WIDE). QuantLib's scheme is kept as QuantLib has it.
+_WIDE = {"qdfp": "qdfp_wide"}
+
+
+def _checked(method: str) -> str:
+    if method not in METHODS:
+        raise ValueError(f"unknown American method {method!r}; expected one of {METHODS}")
+    return method
+
+
+def wide_rows(T, r, q, *, method: str = "qdfp") -> np.ndarray:
+    """Indices of the contracts that ``method`` prices with its second scheme: those whose put's
+    rate or yield (a call's yield or rate) times T is at least :data:`._qdfp.WIDE_X`. A contract
+    with no early exercise (r <= 0 for the put) gets the same European price either way."""
+    if method not in _WIDE:
+        return np.zeros(0, dtype=np.intp)
+    with np.errstate(invalid="ignore"):
+        return np.flatnonzero(np.maximum(r, q) * T >= _qdfp.WIDE_X)
+
+
+def _run(kind, method, arrays, pad, n_out):
+    """The kernel of ``kind`` for ``method`` over ``arrays``, the rows outside its scheme's domain
+    run again with its second scheme (:func:`wide_rows`)."""
+    out = _runtime.run(_kernel(kind, method), arrays, pad, n_out)
+    T, r, q = (arrays[i] for i in ((2, 3, 4) if kind != "iv" else (3, 4, 5)))
+    rows = wide_rows(T, r, q, method=method)
+    if rows.size:
+        again = _runtime.run(_kernel(kind, _WIDE[method]), [a[rows] for a in arrays], pad, n_out)
+        for o, a in zip(out, again):
+            o[rows] = a
+    return out
 _PAD = [100.0, 100.0, 1.0, 0.05, 0.02, 0.2, True]
 CPU_SLICES = (1_024, 65_536)  # padded sizes of the kernel calls on the CPU (see _runtime.pieces)
 
@@ -271,7 +305,7 @@ _KERNELS: dict = {}
 
 def _kernel(kind: str, method: str):
     if method not in _VALUE:
-        raise ValueError(f"unknown American method {method!r}; expected one of {METHODS}")
+        _checked(method)
     key = (kind, method)
     if key not in _KERNELS:
         build = {"price": _price_kernel, "greeks": _greeks_kernel,
@@ -305,7 +339,7 @@ def american_price(S, K, T, r, q, sigma, is_call, *, method: str = "qdfp") -> np
     ``"bs2002"`` (Bjerksund-Stensland 2002: a closed form, within a few 1e-3, and no faster here:
     its bivariate normal CDFs cost 320 exps). NaN for invalid inputs."""
     arrs, calls = _runtime.as_arrays(S, K, T, r, q, sigma, is_call=is_call)
-    return _runtime.run(_kernel("price", method), arrs + [calls], _PAD, 1)[0]
+    return _run("price", _checked(method), arrs + [calls], _PAD, 1)[0]
 
 
 def american_greeks(S, K, T, r, q, sigma, is_call, *, method: str = "qdfp") -> dict[str, np.ndarray]:
@@ -313,7 +347,7 @@ def american_greeks(S, K, T, r, q, sigma, is_call, *, method: str = "qdfp") -> d
     :mod:`.european` (per year, per 1.00 of vol and rate): exact derivatives of the approximation."""
     arrs, calls = _runtime.as_arrays(S, K, T, r, q, sigma, is_call=is_call)
     names = GREEKS + SECOND_ORDER
-    return dict(zip(names, _runtime.run(_kernel("greeks", method), arrs + [calls], _PAD, len(names))))
+    return dict(zip(names, _run("greeks", _checked(method), arrs + [calls], _PAD, len(names))))
 
 
 # Two passes: every contract gets _IV_FAST_STEPS secant steps (from the de-Americanized start most
@@ -357,6 +391,7 @@ def _iv_kernel(method):
                            3, status)
         solvable = status == 0
         target = jnp.where(solvable, price, 1.0)
+        plateau = floor_price - target  # the residual wherever the price is that at a vanishing vol
 
         sqrt_t = jnp.sqrt(T)
         ln_fk = log(S / K) + (r - q) * T
@@ -382,7 +417,11 @@ def _iv_kernel(method):
             # autodiff vega, ~2.5x the cost); the first step uses the European vega, which the
             # American one approaches wherever early exercise is not imminent
             secant_slope = (g - g_prev) / (v - v_prev)
-            slope = jnp.where(jnp.isfinite(secant_slope) & (secant_slope > 0), secant_slope, european_vega(v))
+            # (a chord from the plateau (below) is no slope of the price above it: the price is
+            # convex there and the chord's root falls back onto the plateau)
+            on_plateau = g == plateau
+            slope = jnp.where(jnp.isfinite(secant_slope) & (secant_slope > 0) & (g_prev != plateau),
+                              secant_slope, european_vega(v))
             newton = v - g / slope
             # outside the bracket (or on the flat stretch below the vol at which the contract leaves
             # the exercise region, where vega is 0): false position when both ends are priced,
@@ -390,6 +429,12 @@ def _iv_kernel(method):
             regula = lo - g_lo * (hi - lo) / (g_hi - g_lo)
             fallback = jnp.where(jnp.isfinite(regula) & (regula > lo) & (regula < hi), regula, 0.5 * (lo + hi))
             new = jnp.where(jnp.isfinite(newton) & (newton > lo) & (newton < hi), newton, fallback)
+            # on the exercise plateau (below the vol at which the contract leaves the exercise
+            # region its price is intrinsic, the price at a vanishing vol) no slope says how far the
+            # plateau reaches: the European vega would creep across it (a deep call at a 29% yield
+            # over 3.7 years crept 0.0017 a step from 0.15 to its 0.447) and false position against
+            # a far upper end likewise: bisect
+            new = jnp.where(on_plateau, 0.5 * (lo + hi), new)
             # v already prices the quote to rounding, or, where vega is immaterial (deep in the
             # money, next to the exercise boundary, where the approximation's price is flat and
             # not even monotone in the vol), to 1e-9 of the spot (far below any quote tick): keep it
@@ -429,13 +474,19 @@ def american_implied_vol(price, S, K, T, r, q, is_call, *, method: str = "qdfp")
     a step leaves the bracket). NaN wherever the status is not 0."""
     arrs, calls = _runtime.as_arrays(price, S, K, T, r, q, is_call=is_call)
     pad = [10.0, 100.0, 100.0, 1.0, 0.05, 0.02, float(_IV_FAST_STEPS), True]
-    kernel = _kernel("iv", method)
+    kernel = _kernel("iv", _checked(method))
     iv, status = _runtime.run(kernel, arrs + [np.full(len(calls), float(_IV_FAST_STEPS)), calls], pad, 2)
-    slow = np.flatnonzero(status == 5)
-    if slow.size:
-        iv_s, status_s = _runtime.run(kernel, [a[slow] for a in arrs] + [np.full(slow.size, float(_IV_STEPS)),
-                                                                          calls[slow]], pad, 2)
-        iv[slow], status[slow] = iv_s, status_s
+    # the contracts outside the scheme's domain are solved once more with its second scheme, with
+    # every step they need (they are few): not in the second pass below
+    wide = wide_rows(arrs[3], arrs[4], arrs[5], method=method)
+    unsolved = status == 5
+    unsolved[wide] = False
+    for rows, kern in ((np.flatnonzero(unsolved), kernel),
+                       (wide, _kernel("iv", _WIDE[method]) if wide.size else None)):
+        if rows.size:
+            iv_s, status_s = _runtime.run(kern, [a[rows] for a in arrs] + [np.full(rows.size, float(_IV_STEPS)),
+                                                                            calls[rows]], pad, 2)
+            iv[rows], status[rows] = iv_s, status_s
     return iv, status.astype(np.int8)
 
 
