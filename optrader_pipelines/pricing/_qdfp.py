@@ -38,7 +38,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .european import log, ncdf, ncdf_with_pdf, npdf
+# the normal CDF with the one-division Mills ratio (4e-15 relative): ~180 of them per contract, and
+# the price kernel ran 1.82 -> 1.98 M/s with it (session 17, alternating in one process)
+from .european import log, npdf
+from .european import ncdf_fast as ncdf
+from .european import ncdf_with_pdf_fast as ncdf_with_pdf
 
 class Scheme:
     """A fixed-point scheme: Chebyshev nodes of the boundary, Gauss-Legendre points of the
@@ -125,20 +129,25 @@ QUANTLIB_FAST = Scheme("quantlib_fast", nodes=8, fp_points=7, fp_steps=2, price_
 ENGINE = Scheme("engine", nodes=6, fp_points=4, fp_steps=3, price_points=12, halley_steps=2, start="baw", rule="smooth")
 # The engine's scheme for contracts outside its domain: where the put's rate or yield times T is
 # at least WIDE_X (the integrands' weights e^{r u}, e^{q u} and the premium's e^{-r t} then vary by
-# e^0.3 and more, which 4 and 12 points resolve less well). Callers price those contracts again
-# with this scheme (session 17). On 20,000 extreme random contracts (1 hour to 30 years, strikes
-# within e^{+-1} of spot, vol 0.1-500%, r and q to 50%) against the method at 32 nodes, 32 points,
-# 10 steps and 128 points, relative error where the price is at least 1e-4 of the spot or strike:
-# | rate or yield x T | engine: p99 / max | this scheme: p99 / max |
-# | 0 - 0.3           | 9e-6 - 1.4e-4 / 2.6e-2 (vol 1%) | |
-# | 0.3 - 0.7         | 4.5e-4 / 1.1e-2        | 3.7e-5 / 7.1e-5 |
-# | 0.7 - 2           | 1.1e-2 / 3.3e-1        | 5.4e-5 / 1.5e-4 |
-# | 2 - 4             | 3.5e-2 / 1.8e-1        | 3.0e-4 / 5.0e-4 |
-# | above 4           | 4.6e-1 / 1.0           | 2.0e-3 / 8.9e-3 |
-# 6 Halley steps, not 2: with 12 nodes, some of them close to tau = 0, 2 steps from the seed left
-# 1-day contracts at vol 150-450% 1.7e-3 off, and no number of fixed-point steps repaired it (6: 4e-8).
-# It costs about 9 times the engine's scheme per contract; no listed equity option needs it
-# (rate 5% times 3 years is 0.15), a high-yield ETF's 2-year LEAPS at 15% does.
+# e^0.3 and more, which 4 and 12 points resolve less well). american.py prices those contracts
+# again with this scheme, in price, Greeks and IV (session 17). On 20,000 extreme random contracts
+# (1 hour to 30 years, strikes within e^{+-1} of spot, vol 0.1-500%, r and q to 50%) against the
+# method at 32 nodes, 32 points, 10 steps and 128 points, relative error where the price is at
+# least 1e-4 of the spot or strike, by the put's rate or yield times T:
+# | x         | engine's scheme: p99 / max | this scheme: p99 / max |
+# | 0 - 0.3   | 2.8e-5 / 2.6e-2 (at vol 1%; 1.6e-3 at vol 5% and more) | (not used) |
+# | 0.3 - 0.7 | 7.5e-4 / 1.1e-2            | 4.0e-5 / 7.1e-5 |
+# | 0.7 - 2   | 6.3e-3 / 3.3e-1            | 5.4e-5 / 1.5e-4 |
+# | 2 - 4     | 2.5e-2 / 1.8e-1            | 3.0e-4 / 5.0e-4 |
+# | above 4   | 3.3e-1 / 1.0               | 2.0e-3 / 8.9e-3 (the premium's e^{-r t} needs more points) |
+# The engine's error steps up at 0.3 (p99 1.4e-4 below, 4.1e-4 in 0.3-0.4) and its volatility
+# alone does not matter (vol^2 T above 8 with x below 0.3: max 1.7e-4). 6 Halley steps, not 2:
+# with 12 nodes, some close to tau = 0, 2 steps from the seed left 1-day contracts at vol 150-450%
+# 1.7e-3 off, which no number of fixed-point steps repaired (6 Halley steps: 4e-8).
+# It is laid out to compile fast (the "chebyshev" layout and its plain steps in a loop, see
+# american.py): 65,536 contracts here, its price 0.059 M/s against the engine's 1.17, its Greeks
+# 0.010 against 0.087. No listed equity option needs it (5% times 3 years is 0.15); a 15% yield
+# ETF's 2-year LEAPS does.
 WIDE = Scheme("wide", nodes=12, fp_points=12, fp_steps=4, price_points=48, halley_steps=6, start="baw", rule="smooth",
               fp_loop=True)
 WIDE_X = 0.3

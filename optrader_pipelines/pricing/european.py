@@ -69,6 +69,25 @@ def mills_ratio(y):
     return t * _horner(_MILLS_P, u) / _horner(_MILLS_Q, u)
 
 
+# The Mills ratio with one division: a rational of degree 8/9 in y itself, every coefficient
+# positive (no cancellation), within 4e-15 relative for y in [0, 38.5] (fitted by weighted
+# non-negative least squares against scipy's erfcx, session 17): 17 multiply-adds and one
+# division against :func:`mills_ratio`'s 18 and two. Used by the American fixed-point method,
+# which evaluates ~180 normal CDFs per contract. y is capped at 38 (beyond it phi(y) < 1e-313).
+_MILLS_FAST_P = (1.2533141373155035, 1.8009512584007716, 1.276514133908533, 0.5683541860336205,
+                 0.17211057195745325, 0.03618835009305002, 0.0051711075292900964, 0.0004627485911790192,
+                 2.0195577824555482e-05)
+_MILLS_FAST_Q = (1.0, 2.2348357646397403, 2.301651871617042, 1.4384771608791382, 0.6036174668745082,
+                 0.17724126953497005, 0.03665109927485701, 0.005191303094708358, 0.00046274859133352324,
+                 2.019557782370035e-05)
+
+
+def mills_ratio_fast(y):
+    """R(y) for y >= 0 to ~4e-15 relative (see _MILLS_FAST_P)."""
+    y = jnp.minimum(y, 38.0)
+    return _horner(_MILLS_FAST_P, y) / _horner(_MILLS_FAST_Q, y)
+
+
 @jax.custom_jvp
 def ncdf_with_pdf(x, pdf):
     """N(x) given ``pdf`` = phi(x), computed or derived by the caller: no transcendental function.
@@ -91,6 +110,33 @@ def npdf(x):
 def ncdf(x):
     """Standard normal CDF, accurate in both tails (see :func:`mills_ratio`)."""
     return ncdf_with_pdf(x, npdf(x))
+
+
+@jax.custom_jvp
+def ncdf_with_pdf_fast(x, pdf):
+    """:func:`ncdf_with_pdf` with :func:`mills_ratio_fast`."""
+    tail = pdf * mills_ratio_fast(jnp.abs(x))
+    return jnp.where(x < 0.0, tail, 1.0 - tail)
+
+
+@ncdf_with_pdf_fast.defjvp
+def _ncdf_with_pdf_fast_jvp(primals, tangents):
+    (x, pdf), (dx, _) = primals, tangents
+    return ncdf_with_pdf_fast(x, pdf), pdf * dx
+
+
+@jax.custom_jvp
+def ncdf_fast(x):
+    """Standard normal CDF with :func:`mills_ratio_fast`; its derivative is phi exactly."""
+    pdf = npdf(x)
+    tail = pdf * mills_ratio_fast(jnp.abs(x))
+    return jnp.where(x < 0.0, tail, 1.0 - tail)
+
+
+@ncdf_fast.defjvp
+def _ncdf_fast_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return ncdf_fast(x), npdf(x) * dx
 
 
 # The natural log, fdlibm's algorithm (e_log.c) on whole vectors: x = 2^k m with m in [sqrt(2)/2,
