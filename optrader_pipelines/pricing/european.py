@@ -88,19 +88,26 @@ def mills_ratio_fast(y):
     return _horner(_MILLS_FAST_P, y) / _horner(_MILLS_FAST_Q, y)
 
 
-@jax.custom_jvp
-def ncdf_with_pdf(x, pdf):
-    """N(x) given ``pdf`` = phi(x), computed or derived by the caller: no transcendental function.
+def _ncdf_with_pdf_using(mills):
+    """N(x) given ``pdf`` = phi(x) from the Mills ratio ``mills``, with phi as its derivative."""
+    @jax.custom_jvp
+    def ncdf_with_pdf(x, pdf):
+        tail = pdf * mills(jnp.abs(x))
+        return jnp.where(x < 0.0, tail, 1.0 - tail)
+
+    @ncdf_with_pdf.defjvp
+    def _jvp(primals, tangents):
+        (x, pdf), (dx, _) = primals, tangents
+        return ncdf_with_pdf(x, pdf), pdf * dx
+
+    return ncdf_with_pdf
+
+
+ncdf_with_pdf = _ncdf_with_pdf_using(mills_ratio)
+ncdf_with_pdf.__doc__ = """N(x) given ``pdf`` = phi(x), computed or derived by the caller: no transcendental function.
     Its derivative is ``pdf`` dx, phi exactly rather than the derivative of the approximation (the
     caller's ``pdf`` must be phi(x) as a function of x, so its own tangent is not needed)."""
-    tail = pdf * mills_ratio(jnp.abs(x))
-    return jnp.where(x < 0.0, tail, 1.0 - tail)
-
-
-@ncdf_with_pdf.defjvp
-def _ncdf_with_pdf_jvp(primals, tangents):
-    (x, pdf), (dx, _) = primals, tangents
-    return ncdf_with_pdf(x, pdf), pdf * dx
+ncdf_with_pdf_fast = _ncdf_with_pdf_using(mills_ratio_fast)  # the same with :func:`mills_ratio_fast`
 
 
 def npdf(x):
@@ -112,31 +119,9 @@ def ncdf(x):
     return ncdf_with_pdf(x, npdf(x))
 
 
-@jax.custom_jvp
-def ncdf_with_pdf_fast(x, pdf):
-    """:func:`ncdf_with_pdf` with :func:`mills_ratio_fast`."""
-    tail = pdf * mills_ratio_fast(jnp.abs(x))
-    return jnp.where(x < 0.0, tail, 1.0 - tail)
-
-
-@ncdf_with_pdf_fast.defjvp
-def _ncdf_with_pdf_fast_jvp(primals, tangents):
-    (x, pdf), (dx, _) = primals, tangents
-    return ncdf_with_pdf_fast(x, pdf), pdf * dx
-
-
-@jax.custom_jvp
 def ncdf_fast(x):
-    """Standard normal CDF with :func:`mills_ratio_fast`; its derivative is phi exactly."""
-    pdf = npdf(x)
-    tail = pdf * mills_ratio_fast(jnp.abs(x))
-    return jnp.where(x < 0.0, tail, 1.0 - tail)
-
-
-@ncdf_fast.defjvp
-def _ncdf_fast_jvp(primals, tangents):
-    (x,), (dx,) = primals, tangents
-    return ncdf_fast(x), npdf(x) * dx
+    """Standard normal CDF with :func:`mills_ratio_fast` (one division)."""
+    return ncdf_with_pdf_fast(x, npdf(x))
 
 
 # The natural log, fdlibm's algorithm (e_log.c) on whole vectors: x = 2^k m with m in [sqrt(2)/2,
