@@ -345,8 +345,16 @@ def boundary(T, r, q, v, scheme=ENGINE, layout: str = "loop"):
 
 def put_on_boundary(m, T, r, q, v, h, xmax, scheme=ENGINE, layout: str = "loop"):
     """Unit-strike American put at spot ``m`` (= S/K) given its :func:`boundary` ``(h, xmax)``:
-    the European price plus the early-exercise premium (the price only where the put is not
-    :func:`exercised`; callers take 1 - m there), an integral over t in (0, T) in
+    the European price plus the early-exercise premium of :func:`put_parts` (the price only where
+    the put is not :func:`exercised`; callers take 1 - m there)."""
+    european, premium = put_parts(m, T, r, q, v, h, xmax, scheme, layout)
+    return jnp.maximum(european, 0.0) + premium
+
+
+def put_parts(m, T, r, q, v, h, xmax, scheme=ENGINE, layout: str = "loop", european_rates=None):
+    """``(European price, early-exercise premium)`` of the unit-strike put at spot ``m``, the
+    European one at ``european_rates`` (rate, yield) where given (the contract's own, where r and
+    q are stand-ins), the premium an integral over t in (0, T) in
     z = sqrt(t) = sqrt(T) s_j with the boundary at T - t, as one (price_points, B) array (a Python
     loop of (B,) arrays fuses into one long loop body that XLA:CPU runs 3 times slower). The
     boundary at the points: constant weights (``layout="loop"``) or Clenshaw (``"chebyshev"``,
@@ -364,10 +372,11 @@ def put_on_boundary(m, T, r, q, v, h, xmax, scheme=ENGINE, layout: str = "loop")
     integrand = 2.0 * z * (r * jnp.exp(-r * t) * ncdf(vt - dp) - q * m * jnp.exp(-q * t) * ncdf(-dp))
     premium = 0.5 * sqrt_T * jnp.sum(scheme.pr_w[:, None] * integrand, axis=0)
 
+    r_e, q_e = (r, q) if european_rates is None else european_rates
     st = v * sqrt_T
-    d1 = (log(m) + (r - q) * T) / st + 0.5 * st
-    european = jnp.exp(-r * T) * ncdf(st - d1) - m * jnp.exp(-q * T) * ncdf(-d1)
-    return jnp.maximum(european, 0.0) + jnp.maximum(premium, 0.0)
+    d1 = (log(m) + (r_e - q_e) * T) / st + 0.5 * st
+    european = jnp.exp(-r_e * T) * ncdf(st - d1) - m * jnp.exp(-q_e * T) * ncdf(-d1)
+    return european, jnp.maximum(premium, 0.0)
 
 
 def exercised(m, h, xmax):

@@ -110,7 +110,10 @@ def _bs2002_call(S, K, T, r, b, v):
 def _bounded(american, early, S, K, T, r, q, sigma, is_call):
     """The American value where early exercise can pay, else the European one; never below the
     European price or intrinsic value."""
-    european = bsm_kernel(S, K, T, r, q, sigma, is_call)[0]
+    return _bounded_by(american, early, bsm_kernel(S, K, T, r, q, sigma, is_call)[0], S, K, is_call)
+
+
+def _bounded_by(american, early, european, S, K, is_call):
     price = jnp.where(early, jnp.maximum(american, european), european)
     return jnp.maximum(price, jnp.maximum(jnp.where(is_call, S - K, K - S), 0.0))
 
@@ -143,12 +146,14 @@ def _qdfp_parts(K, T, r, q, sigma, is_call, scheme=_qdfp.ENGINE, layout="loop"):
 
 def _qdfp_on_boundary(S, K, T, r, q, sigma, is_call, parts):
     early, r_, q_, (y, xmax), scheme, layout = parts
-    S_, K_, _, _ = _as_put(S, K, r, q, is_call)
+    S_, K_, put_r, put_q = _as_put(S, K, r, q, is_call)
     m = S_ / K_
+    # the European price of the equal put at the contract's own rates (r_, q_ are stand-ins where
+    # early exercise never pays), which every contract's bound needs anyway
+    european, premium = _qdfp.put_parts(m, T, r_, q_, sigma, y, xmax, scheme, layout, (put_r, put_q))
     # exercised: the intrinsic value written directly, so that a call's delta is 1 exactly
-    american = jnp.where(_qdfp.exercised(m, y, xmax), K_ - S_,
-                         K_ * _qdfp.put_on_boundary(m, T, r_, q_, sigma, y, xmax, scheme, layout))
-    return _bounded(american, early, S, K, T, r, q, sigma, is_call)
+    american = jnp.where(_qdfp.exercised(m, y, xmax), K_ - S_, K_ * (jnp.maximum(european, 0.0) + premium))
+    return _bounded_by(american, early, K_ * european, S, K, is_call)
 
 
 def _qdfp_value_with(scheme, layout="loop"):
