@@ -108,12 +108,12 @@ def _bs2002_call(S, K, T, r, b, v):
 
 
 def _bounded(american, early, S, K, T, r, q, sigma, is_call):
-    """The American value where early exercise can pay, else the European one; never below the
-    European price or intrinsic value."""
     return _bounded_by(american, early, bsm_kernel(S, K, T, r, q, sigma, is_call)[0], S, K, is_call)
 
 
 def _bounded_by(american, early, european, S, K, is_call):
+    """The American value where early exercise can pay, else the European one; never below the
+    European price or intrinsic value."""
     price = jnp.where(early, jnp.maximum(american, european), european)
     return jnp.maximum(price, jnp.maximum(jnp.where(is_call, S - K, K - S), 0.0))
 
@@ -206,6 +206,8 @@ def _run(kind, method, arrays, pad, n_out):
         for o, a in zip(out, again):
             o[rows] = a
     return out
+
+
 _PAD = [100.0, 100.0, 1.0, 0.05, 0.02, 0.2, True]
 CPU_SLICES = (1_024, 65_536)  # padded sizes of the kernel calls on the CPU (see _runtime.pieces)
 
@@ -313,7 +315,7 @@ _KERNELS: dict = {}
 
 def _kernel(kind: str, method: str):
     if method not in _VALUE:
-        _checked(method)
+        raise ValueError(f"unknown American method {method!r}; expected one of {METHODS}")
     key = (kind, method)
     if key not in _KERNELS:
         build = {"price": _price_kernel, "greeks": _greeks_kernel,
