@@ -51,13 +51,18 @@ class Scheme:
     quadrature variables (``rule``, see the module docstring), with the constants they need."""
 
     def __init__(self, name: str, nodes: int, fp_points: int, fp_steps: int, price_points: int,
-                 halley_steps: int, start: str = "xmax", rule: str = "plain", fp_loop: bool = False):
+                 halley_steps: int, start: str = "xmax", rule: str = "plain", fp_loop: bool = False,
+                 fp_a_drift: float | None = None):
         if start not in ("xmax", "baw"):
             raise ValueError(f"unknown QD+ start {start!r}; expected 'xmax' or 'baw'")
         if rule not in ("plain", "smooth"):
             raise ValueError(f"unknown quadrature rule {rule!r}; expected 'plain' or 'smooth'")
         self.rule = rule
         self.fp_loop = fp_loop  # the plain fixed-point steps in a lax.fori_loop (compiles faster, runs slower)
+        # the plain steps' equation: FP-B throughout (None, QuantLib's for r != q), or FP-A where the
+        # drift (r - q) sqrt(T) / sigma is below fp_a_drift - FP_A_RAMP, FP-B above fp_a_drift and a
+        # linear blend of the two between (see :func:`boundary`)
+        self.fp_a_drift = fp_a_drift
         self.name, self.nodes, self.fp_points, self.fp_steps = name, nodes, fp_points, fp_steps
         self.price_points, self.halley_steps, self.start = price_points, halley_steps, start
         n = nodes - 1
@@ -97,7 +102,7 @@ class Scheme:
     def __repr__(self) -> str:
         return (f"Scheme({self.name!r}, nodes={self.nodes}, fp_points={self.fp_points}, fp_steps={self.fp_steps}, "
                 f"price_points={self.price_points}, halley_steps={self.halley_steps}, start={self.start!r}, rule={self.rule!r}, "
-                f"fp_loop={self.fp_loop})")
+                f"fp_loop={self.fp_loop}, fp_a_drift={self.fp_a_drift})")
 
 
 # QuantLib's QdFpAmericanEngine.fastScheme() (its QD+ start by Halley from X, 8 steps here).
@@ -126,7 +131,9 @@ QUANTLIB_FAST = Scheme("quantlib_fast", nodes=8, fp_points=7, fp_steps=2, price_
 # the tangents), which keeps them exact.
 # Above the boundary every scheme measured keeps gamma >= 0; at and below it the price is
 # intrinsic (:func:`exercised`).
-ENGINE = Scheme("engine", nodes=6, fp_points=4, fp_steps=3, price_points=12, halley_steps=2, start="baw", rule="smooth")
+FP_A_RAMP = 0.1
+ENGINE = Scheme("engine", nodes=6, fp_points=4, fp_steps=2, price_points=12, halley_steps=2, start="baw", rule="smooth",
+                fp_a_drift=1.4)
 # The engine's scheme for contracts outside its domain: where the put's rate or yield times T is
 # at least WIDE_X (the integrands' weights e^{r u}, e^{q u} and the premium's e^{-r t} then vary by
 # e^0.3 and more, which 4 and 12 points resolve less well). american.py prices those contracts
@@ -259,6 +266,18 @@ def _qd_plus_boundary(r, q, v, tau, xmax, halley_steps, start="xmax"):
     return step(1, step(0, w))
 
 
+def _fp_integrands(dp_u, vt_u, w=None, a=None):
+    """The fixed-point integrands at d+(tau - u) = ``dp_u`` with v sqrt(tau - u) = ``vt_u``:
+    FP-B's ``(Phi(d-), Phi(d+))``, or ``((1 - w) Phi(d-) + a phi(d-), Phi(d+) + a phi(d+))``, FP-B's
+    blended with FP-A's (see :func:`boundary`)."""
+    dm_u = dp_u - vt_u
+    pdf_p, pdf_m = npdf(dp_u), npdf(dm_u)
+    n_u, d_u = ncdf_with_pdf(dm_u, pdf_m), ncdf_with_pdf(dp_u, pdf_p)
+    if w is None:
+        return n_u, d_u
+    return n_u + (a * pdf_m - w * n_u), d_u + a * pdf_p
+
+
 def boundary(T, r, q, v, scheme=ENGINE, layout: str = "loop"):
     """Early-exercise boundary of a unit-strike put (valid inputs with r > 0), arrays (B,):
     ``(H, X)`` with H (n, B) = ln(B/X)^2 at the Chebyshev nodes in sqrt(tau) other than tau = 0
@@ -302,7 +321,29 @@ def boundary(T, r, q, v, scheme=ENGINE, layout: str = "loop"):
         q_w = q * (w_j * half_tau) * jnp.exp(s_j * q * tau)
         # 2 sqrt(u/T) - 1, as a full (fp_points, n, B) array like the Greeks kernel was measured with
         cheb_u = (1.0 + scheme.z[None, 1:, None]) * scheme.fp_sqrt_s[:, None, None] - 1.0 + 0.0 * tau
+    # the weight of FP-A in the plain steps (0: FP-B), from the drift (r - q) sqrt(T) / sigma
+    if scheme.fp_a_drift is None:
+        w_a = None
+    else:
+        drift = (r - q) * jnp.sqrt(T) / v
+        t = jnp.clip((scheme.fp_a_drift - drift) * (1.0 / FP_A_RAMP), 0.0, 1.0)
+        w_a = t * t * (3.0 - 2.0 * t)  # smoothstep: no kink in the price's vol derivatives at either end
+        # the blend (1 - w_a) FP-B + w_a v sqrt(tau) FP-A (see fp_step) divided through by
+        # 1 - w_a + w_a v sqrt(tau), so that FP-B's Phi(d+) keeps the factor 1: its Phi(d-) then has
+        # 1 - w_n, FP-A's phi terms a_n / (v sqrt(tau - u)) * v sqrt(tau) = a_n c1_j
+        a_n = w_a / (1.0 - w_a + w_a * vt)
+        w_n = a_n * vt
+
     def fp_step(h, jacobi_newton: bool):
+        # FP-B: N = Phi(d-) + r Int e^{ru} Phi(d-(tau - u)) du, D = Phi(d+) + q Int e^{qu} Phi(d+(tau - u)) du;
+        # FP-A (a plain step where w_a > 0): N = phi(d-) / (v sqrt(tau)) + r Int e^{ru} phi(d-(tau - u)) /
+        # (v sqrt(tau - u)) du, D = phi(d+) / (v sqrt(tau)) + Phi(d+) + q Int e^{qu} [Phi(d+(tau - u)) +
+        # phi(d+(tau - u)) / (v sqrt(tau - u))] du. The step takes (1 - w_a) N_B + w_a v sqrt(tau) N_A over
+        # the same blend of D: both of FP-A's are multiplied by v sqrt(tau), which puts them on FP-B's
+        # scale (phi against Phi), so that the blend moves from one to the other evenly across the
+        # ramp (unscaled, FP-A's 1 / (v sqrt(tau)) outweighs FP-B at the nodes near tau = 0 already
+        # at w_a = 0.01: a kink in the price against the vol)
+        mix = w_a is not None and not jacobi_newton
         minus_lb = _safe_sqrt(h)  # -ln(B(tau)/X)
         # ln(B(tau)/B(u)) = sqrt(H(u)) - sqrt(H(tau)): no exp or log per quadrature point
         if layout == "loop":
@@ -310,22 +351,29 @@ def boundary(T, r, q, v, scheme=ENGINE, layout: str = "loop"):
             for j in range(scheme.fp_points):
                 c1, c2 = float(scheme.fp_c1[j]), float(scheme.fp_sqrt_1ms[j])
                 dp_u = (_safe_sqrt(_interp(scheme.fp_interp[j], h)) - minus_lb) * (c1 * ivt) + c2 * g
-                ni = ni + r_w[j] * ncdf(dp_u - c2 * vt)
-                di = di + q_w[j] * ncdf(dp_u)
+                n_u, d_u = _fp_integrands(dp_u, c2 * vt, *((w_n, c1 * a_n) if mix else ()))
+                ni = ni + r_w[j] * n_u
+                di = di + q_w[j] * d_u
         else:
             c1, c2 = scheme.fp_c1[:, None, None], scheme.fp_sqrt_1ms[:, None, None]
             dp_u = (_safe_sqrt(_clenshaw(_to_coef(h, scheme), cheb_u)) - minus_lb) * (c1 * ivt) + c2 * g
-            ni = jnp.sum(r_w * ncdf(dp_u - c2 * vt), axis=0)
-            di = jnp.sum(q_w * ncdf(dp_u), axis=0)
+            n_u, d_u = _fp_integrands(dp_u, c2 * vt, *((w_n, c1 * a_n) if mix else ()))
+            ni = jnp.sum(r_w * n_u, axis=0)
+            di = jnp.sum(q_w * d_u, axis=0)
         d_p = c_tau - minus_lb * ivt
         d_m = d_p - vt
-        N = ncdf(d_m) + ni
-        D = ncdf(d_p) + di
         b = xmax * jnp.exp(-minus_lb)
+        pdf_p = npdf(d_p)
+        pdf_m = pdf_p * b / alpha  # phi(d-) = phi(d+) (B/K) e^{(r-q) tau}: no second exp
+        n_tau, d_tau = ncdf_with_pdf(d_m, pdf_m), ncdf_with_pdf(d_p, pdf_p)
+        if mix:
+            n_tau, d_tau = n_tau + (a_n * pdf_m - w_n * n_tau), d_tau + a_n * pdf_p
+        N = n_tau + ni
+        D = d_tau + di
         fv = alpha * N / D
         if jacobi_newton:
             scale = ivt / b
-            fd = alpha * scale * (npdf(d_m) / D - npdf(d_p) * N / (D * D))
+            fd = alpha * scale * (pdf_m / D - pdf_p * N / (D * D))
             new_b = b - (fv - b) / (fd - 1.0)
         else:
             new_b = fv
