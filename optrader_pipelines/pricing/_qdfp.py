@@ -5,10 +5,12 @@ is the European price plus the early-exercise premium integrated along that boun
 
 1. start: the QD+ boundary (Li 2010) at each node, by Halley's method on its boundary equation;
 2. refine: one Jacobi-Newton step and ``fp_steps - 1`` plain steps of the fixed-point equation
-   B(tau) = K e^{-(r-q) tau} N(tau, B) / D(tau, B), with
+   B(tau) = K e^{-(r-q) tau} N(tau, B) / D(tau, B), with (ALO's "FP-B")
    N = Phi(d-(tau, B/K)) + r Int_0^tau e^{r u} Phi(d-(tau-u, B(tau)/B(u))) du and
    D = Phi(d+(tau, B/K)) + q Int_0^tau e^{q u} Phi(d+(tau-u, B(tau)/B(u))) du
-   (Gauss-Legendre);
+   (Gauss-Legendre); with ``fp_a_drift`` the plain steps use ALO's "FP-A" (the same equation with
+   N and D from the derivative of value matching, see :func:`boundary`) where the drift
+   (r - q) sqrt(T) / sigma is low, where it converges faster;
 3. price: p = p_European + Int_0^T [r K e^{-r t} Phi(-d-(t, S/B(T-t))) - q S e^{-q t} Phi(-d+(t, S/B(T-t)))] dt
    (Gauss-Legendre).
 
@@ -20,8 +22,9 @@ integrand's kink at u = tau) are smooth in phi, and z = sqrt(T) sin theta, so th
 boundary near expiry again, at the upper end of the premium integral) is smooth in theta. In those
 variables Gauss-Legendre converges fast and 4 and 12 points do what 6 and 27 did in QuantLib's.
 
-The engine uses :data:`ENGINE` (6 nodes, 4-point fixed-point quadrature, 3 steps, 12-point price
-quadrature, smooth rule, the QD+ start by 2 Halley steps from Barone-Adesi-Whaley's seed);
+The engine uses :data:`ENGINE` (6 nodes, 4-point fixed-point quadrature, 2 steps (the plain one
+FP-A at low drift), 12-point price quadrature, smooth rule, the QD+ start by 2 Halley steps from
+Barone-Adesi-Whaley's seed);
 QuantLib's "fast" scheme is :data:`QUANTLIB_FAST` (8 nodes, 7 points, 2 steps, 27 points, plain
 rule). Both are within about 1e-5 (median 1e-6, max about 3e-4) of the method at high precision;
 :class:`Scheme` builds others. Every step is a fixed number of array operations, so the whole price
@@ -57,11 +60,15 @@ class Scheme:
             raise ValueError(f"unknown QD+ start {start!r}; expected 'xmax' or 'baw'")
         if rule not in ("plain", "smooth"):
             raise ValueError(f"unknown quadrature rule {rule!r}; expected 'plain' or 'smooth'")
+        if fp_a_drift is not None and rule != "smooth":
+            raise ValueError("fp_a_drift (FP-A steps) needs rule='smooth'")
         self.rule = rule
         self.fp_loop = fp_loop  # the plain fixed-point steps in a lax.fori_loop (compiles faster, runs slower)
         # the plain steps' equation: FP-B throughout (None, QuantLib's for r != q), or FP-A where the
         # drift (r - q) sqrt(T) / sigma is below fp_a_drift - FP_A_RAMP, FP-B above fp_a_drift and a
-        # linear blend of the two between (see :func:`boundary`)
+        # smooth blend of the two between (see :func:`boundary`). FP-A needs the smooth rule: its
+        # integrands' 1 / sqrt(tau - u) is smooth only in its variable (with the plain rule the
+        # engine's counts err to 3e-2)
         self.fp_a_drift = fp_a_drift
         self.name, self.nodes, self.fp_points, self.fp_steps = name, nodes, fp_points, fp_steps
         self.price_points, self.halley_steps, self.start = price_points, halley_steps, start
@@ -107,31 +114,44 @@ class Scheme:
 
 # QuantLib's QdFpAmericanEngine.fastScheme() (its QD+ start by Halley from X, 8 steps here).
 QUANTLIB_FAST = Scheme("quantlib_fast", nodes=8, fp_points=7, fp_steps=2, price_points=27, halley_steps=8)
-# The engine's scheme (session 16; before it 7 nodes, 6 points, 2 steps, 27 points, 4 Halley steps,
-# plain rule). Against the method at high precision (24 nodes, 24 points, 8 steps, 96 points,
-# smooth rule), relative error where the price is at least 1e-4 S:
-# - 20,000 random puts, 1 day to 3 years, vol 5-100%, r 0.1-6%, q 0-4%: median 8.6e-7, p99 2.8e-5,
-#   max 2.6e-4 (the scheme before: 1.5e-6, 4.4e-5, 4.6e-4); the largest at vol 5-10%, r > 5%,
-#   where the fixed-point iteration converges slowest: a third step does more there than more
-#   nodes or points;
-# - 10,000 puts from 1e-6 to 30% above their exercise boundary: median 4.3e-7, p99 2.6e-5,
-#   max 3.4e-4 (before: 5.4e-6, 5.5e-5, 9.7e-4);
-# - 60,000 wide random puts (1 day to 10 years, vol 1-300%, r and q to 15%), the 4,599 with T up to
-#   3 years, vol up to 150%, r and q up to 10%: p99 5.8e-5, max 1.1e-3 (before: 9.0e-5, 1.3e-3);
-# - where vol^2 T > 8 (vol above 160% at 3 years, or 10-year contracts at 90%) four fixed-point
-#   points resolve the integrals less well: p99 1e-3 to 2.2e-3, max 2.4e-3 (before: up to 9.2e-4);
-# - likewise where the put's rate or yield times T passes 1 (the weights e^{r u}, e^{q u} of the
-#   fixed-point integrals then vary by e and more): on 200,000 extreme random contracts (1 hour to
-#   30 years, strikes within e^{+-3} of spot, vol 0.1-500%, r and q to 50%), where that product
-#   is 1-3: p99 6.7e-3, max 5.6e-2 (before: 5.3e-3, 1.3e-2); above 3: p99 4.4e-2 (before 1.9e-2),
-#   against the same method at high precision. Where it is below 0.3 and vol^2 T below 2 (every
-#   listed equity option): p99 1.5e-5, max 5.4e-4 (before: 1.4e-5, 1.2e-3).
-# Its price kernel costs 0.70 of the old scheme's CPU (one device on one core: 0.76-0.77 -> 1.08-1.09
-# M/s). With 2 Halley steps the seed's own derivatives flow into the Greeks (no loop is cut from
-# the tangents), which keeps them exact.
+# The engine's scheme: 6 nodes, 4 fixed-point points, 12 premium points, 2 Halley steps from the BAW
+# seed, smooth rule (session 16; before it 7 nodes, 6 points, 27 points, 4 Halley steps, plain
+# rule), and since session 18 two fixed-point steps instead of three: the Jacobi-Newton step on
+# FP-B, then one plain step on FP-A where the drift (r - q) sqrt(T) / sigma is below
+# fp_a_drift - FP_A_RAMP = 1.3, on FP-B above 1.4, blended between (see :func:`boundary`). One FP-A
+# step converges about as far as two FP-B steps; where the drift is high, FP-A's integrands
+# phi(d(tau - u)) / (v sqrt(tau - u)) peak within a fraction of the interval and 4 points miss them
+# (errors to 0.7 at drift 4), while FP-B converges within two steps there. Against the method at
+# high precision (24 nodes, 24 points, 8 steps, 96 points, smooth rule), relative error where the
+# price is at least 1e-4 of the spot or strike, median / p99 / p99.9 / max, this scheme against the
+# session-16 one (3 FP-B steps):
+# - 20,000 random puts and calls, 1 day to 3 years, vol 5-100%, r 0.1-6%, q 0-4% (two draws):
+#   6.7e-7 / 1.2e-5 / 4.9e-5 / 2.8e-4 and 6.7e-7 / 1.3e-5 / 6.2e-5 / 3.0e-4 (before: 6.3e-7 / 2.5e-5 /
+#   7.4e-5 / 3.9e-4 and 6.5e-7 / 2.5e-5 / 7.8e-5 / 2.9e-4); far out-of-the-money puts (S/K above 1.2)
+#   come out a little worse (p99 2.5e-5 against 1.4e-5), in- and at-the-money ones better
+#   (9.8e-6 against 3.3e-5 at S/K 0.9-1);
+# - 10,000 contracts from 1e-6 to 30% above their exercise boundary (two draws): 1.7e-7 / 2.5e-5 /
+#   1.5e-4 / 6.3e-4 and 2.2e-7 / 2.5e-5 / 1.1e-4 / 1.2e-3 (before: 6.9e-8 / 3.0e-5 / 1.2e-4 / 6.2e-4 and
+#   9.8e-8 / 3.0e-5 / 1.0e-4 / 1.1e-3);
+# - extreme random contracts inside the domain (1 hour to 30 years, strikes within e^{+-1} of spot,
+#   vol 0.1-500%, r and q to 50%, the put's rate and yield times T below WIDE_X), 13,663 and 27,583
+#   priced: p99 2.0e-5 and 2.4e-5, p99.9 2.0e-4 and 1.4e-4 (before: 3.9e-5 and 3.6e-5, 3.4e-4 and
+#   3.1e-4); max 3.8e-2 and 2.9e-2 either way (vol 6% at rates 18-22%, drift above 3: FP-B there,
+#   and three steps do no better);
+# - the Greeks (exact derivatives of each) against the method at 12 nodes, 12 points, 5 steps, 48
+#   points: as close as before (delta p99 3.5e-5, vega 5.5e-5 of their 90th percentile); where
+#   r and q are within 0.3% of each other (where the boundary's limit at expiry, min(1, r/q),
+#   has its kink) rho errs up to p99 1.2e-2 relative (before 6.7e-3; on one such put 0.26% and
+#   0.08%, with 8 nodes 1e-4): a limit of the 6 nodes more than of the steps.
+# Earlier figures of the session-16 scheme: vol^2 T > 8 with the put's rate and yield times T
+# below 0.3, max 3.7e-4; every listed equity option (that product below 0.3, vol^2 T below 2)
+# p99 1.5e-5. The price kernel: 0.70 of the session-15 scheme's CPU (session 16), then 2.37-2.44 ->
+# 2.74-2.82 M/s for this one (131,072 random contracts alternating in one process, session 18).
+# With 2 Halley steps the seed's own derivatives flow into the Greeks (no loop is cut from the
+# tangents), which keeps them exact.
 # Above the boundary every scheme measured keeps gamma >= 0; at and below it the price is
 # intrinsic (:func:`exercised`).
-FP_A_RAMP = 0.1
+FP_A_RAMP = 0.1  # the width in drift of the blend from FP-A to FP-B
 ENGINE = Scheme("engine", nodes=6, fp_points=4, fp_steps=2, price_points=12, halley_steps=2, start="baw", rule="smooth",
                 fp_a_drift=1.4)
 # The engine's scheme for contracts outside its domain: where the put's rate or yield times T is

@@ -1,10 +1,11 @@
 """American exercise: price, Greeks and implied volatility, with a reference tree.
 
 * ``method="qdfp"`` (default): the Andersen-Lake-Offengeld fixed-point method (:mod:`._qdfp`)
-  with the engine's scheme (:data:`._qdfp.ENGINE`: 6 nodes, 4 fixed-point points, 3 steps, 12
-  premium points, its quadratures in variables where the integrands are smooth, the QD+ start
-  from Barone-Adesi-Whaley's seed; median 9e-7 and max 2.6e-4 relative of the method at high
-  precision on harsh random contracts, about half the CPU of QuantLib's fast scheme). Contracts
+  with the engine's scheme (:data:`._qdfp.ENGINE`: 6 nodes, 4 fixed-point points, 2 steps, the
+  second on ALO's FP-A equation where the drift (r - q) sqrt(T) / sigma is low, 12 premium points,
+  its quadratures in variables where the integrands are smooth, the QD+ start from
+  Barone-Adesi-Whaley's seed; median 7e-7, p99 1.2e-5 and max 2.8e-4 relative of the method at
+  high precision on harsh random contracts, under half the CPU of QuantLib's fast scheme). Contracts
   outside that scheme's domain (the put's rate or yield times T at least 0.3: a 15% yield over two
   years, say) are priced again, in price, Greeks and IV alike, with :data:`._qdfp.WIDE` (12 nodes,
   12 points, 4 steps, 48 points), where the engine's scheme errs to 1e-2 and more (:func:`wide_rows`);
@@ -343,7 +344,7 @@ def prepare(n: int, kinds=("iv", "greeks"), *, method: str = "qdfp") -> list:
 
 def american_price(S, K, T, r, q, sigma, is_call, *, method: str = "qdfp") -> np.ndarray:
     """American prices for arrays (or scalars) of contracts: ``method="qdfp"`` (default, the
-    Andersen-Lake-Offengeld fixed-point method: median 9e-7, max 2.6e-4 relative of that method
+    Andersen-Lake-Offengeld fixed-point method: median 7e-7, max 2.8e-4 relative of that method
     at high precision on 20,000 random contracts, see :data:`._qdfp.ENGINE`; the contracts of
     :func:`wide_rows` with :data:`._qdfp.WIDE`),
     ``"qdfp_quantlib"`` (QuantLib's fast scheme of that method) or
