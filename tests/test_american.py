@@ -316,6 +316,27 @@ def test_american_implied_vol_round_trip_and_status():
                                       [False, True, False, True, True])
     assert status.tolist()[:4] == [1, 2, 3, 4] and np.isnan(iv[:4]).all()
     assert status[4] == 0 and 0.05 < iv[4] < 1.0  # no poisoned neighbour
+    # at a negative rate (a call: a negative yield) the option is worth more than its strike (spot)
+    # can be: its bound is the present value, and such prices solve (status 2 before session 18)
+    S, K, T, r, q, sig = np.full(4, 336.25), np.full(4, 282.67), np.full(4, 12.4), -0.019, 0.0, np.full(4, 1.17)
+    call, r_, q_ = np.array([False, False, True, True]), np.array([r, r, 0.0, 0.0]), np.array([0.0, 0.0, r, r])
+    S_, K_ = np.where(call, K, S), np.where(call, S, K)
+    price = american_price(S_, K_, T, r_, q_, sig, call)
+    assert np.all(price > np.where(call, S_, K_))
+    iv, status = american_implied_vol(price, S_, K_, T, r_, q_, call)
+    assert np.all(status == 0) and np.max(np.abs(iv - sig)) < 1e-10
+
+
+def test_greeks_of_a_worthless_contract_at_a_vanishing_vol_are_finite():
+    """At a vol of a few tenths of a percent Barone-Adesi-Whaley's seed for the boundary overflowed
+    (its cap at X kept the price right) and its infinite tangent made theta, vega, rho, vanna and
+    charm NaN (112 of 10,000 extreme random contracts, session 18)."""
+    S, K, T = np.array([424.24, 60.25]), np.array([565.66, 18.91]), np.array([0.49, 1.372])
+    r, q, sig, call = np.array([0.2215, 0.2079]), np.array([0.4342, 0.0103]), np.array([0.0028, 0.0107]), np.array([True, False])
+    g = american_greeks(S, K, T, r, q, sig, call)
+    for name in ("price", "delta", "gamma", "theta", "vega", "rho", "vanna", "charm"):
+        assert np.all(np.isfinite(g[name])), name
+    assert np.all(g["price"] == 0.0) and np.all(g["vega"] == 0.0)
 
 
 def test_invalid_inputs_give_nan_without_poisoning_the_batch():

@@ -277,7 +277,9 @@ def _qd_plus_boundary(r, q, v, tau, xmax, halley_steps, start="xmax"):
         m1 = omega - 1.0
         q1 = 0.5 * (-m1 - jnp.sqrt(m1 * m1 + 8.0 * r / v2))
         s_inf = q1 / (q1 - 1.0)
-        seed = s_inf + (1.0 - s_inf) * jnp.exp((b * tau - 2.0 * vt) / (1.0 - s_inf))
+        # (the exponent capped at 1: above 0 the seed is above 1 >= X, which caps it anyway, and at
+        # a vol near 0 it overflowed, giving NaN tangents through the cap: NaN Greeks, session 18)
+        seed = s_inf + (1.0 - s_inf) * jnp.exp(jnp.minimum((b * tau - 2.0 * vt) / (1.0 - s_inf), 1.0))
         w = log(jnp.minimum(seed, xmax))
     else:
         w = jnp.broadcast_to(log(xmax), tau.shape)

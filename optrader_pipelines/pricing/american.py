@@ -18,7 +18,10 @@
   normal CDF is always at correlation +-sqrt(t1/T) = +-0.786, where Genz's Gauss-Legendre form
   (20 nodes) is accurate to double precision. Within a few 1e-3 of the tree.
 * With no dividend (call) or a non-positive rate (put) early exercise never pays and the price is
-  the European one. Greeks are forward-mode (``jax.jvp``) derivatives of the price; the IV is a
+  the European one. Not modelled: negative rates with the other carry lower still (a put at
+  r <= 0 with q < r, a call at q <= 0 with r < q), where early exercise pays within a band between
+  two boundaries; such a contract gets the European price floored at intrinsic value, a lower
+  bound. Greeks are forward-mode (``jax.jvp``) derivatives of the price; the IV is a
   bracketed Newton on it. :func:`leisen_reimer_price` (numpy) is the reference.
 """
 
@@ -384,7 +387,9 @@ def _iv_kernel(method):
         S, K, T, r, q, price = (jnp.where(ok, a, c) for a, c in
                                 ((S, 100.0), (K, 100.0), (T, 1.0), (r, 0.05), (q, 0.02), (price, 10.0)))
         intrinsic = jnp.maximum(jnp.where(is_call, S - K, K - S), 0.0)
-        upper = jnp.where(is_call, S, K)
+        # no-arbitrage bound: the strike for a put (the spot for a call), or its present value where
+        # the rate (a call's yield) is negative, which it exceeds there (the option is European then)
+        upper = jnp.where(is_call, S * jnp.maximum(1.0, jnp.exp(-q * T)), K * jnp.maximum(1.0, jnp.exp(-r * T)))
         tol = 4e-16 * jnp.maximum(S, K) + 1e-13 * price
         price_floor = 8e-16 * jnp.maximum(S, K)  # the price's own rounding: nothing to gain below it
         time_value = price - intrinsic
