@@ -392,6 +392,13 @@ def boundary(T, r, q, v, scheme=ENGINE, layout: str = "loop"):
             n_tau, d_tau = n_tau + (a_n * pdf_m - w_n * n_tau), d_tau + a_n * pdf_p
         N = n_tau + ni
         D = d_tau + di
+        if layout == "chebyshev":
+            # N and D divided by D held constant (an identity, derivatives included): at a vol near
+            # 0 they are tail probabilities down to 1e-150, and the second derivative of N / D
+            # takes D^-3, which overflowed (NaN volga)
+            unit = jax.lax.stop_gradient(jnp.where(D > 0.0, 1.0 / D, 1.0))
+            N, D = N * unit, D * unit
+            pdf_m, pdf_p = pdf_m * unit, pdf_p * unit
         fv = alpha * N / D
         if jacobi_newton:
             scale = ivt / b
