@@ -20,6 +20,15 @@ def _contracts(n, seed=5, days=(20, 730)):
             rng.uniform(0.08, 0.8, n), rng.random(n) < 0.5)
 
 
+def _put_with(scheme, S, K, T, r, q, sig):
+    """American put prices under a fixed-point ``scheme`` (``_qdfp.Scheme``), jitted."""
+    import jax
+
+    from optrader_pipelines.pricing import _qdfp
+
+    return np.asarray(jax.jit(lambda *a: _qdfp.american_put(*a, scheme))(S, K, T, r, q, sig))
+
+
 def _ql_option(S, K, T, r, q, sig, call, engine):
     ql.Settings.instance().evaluationDate = TODAY
     dc = ql.Actual365Fixed()
@@ -57,15 +66,13 @@ def test_fixed_point_engine_is_quantlibs_method():
     assert np.mean(rel < 1e-10) > 0.9 and rel.max() < 1e-5
     # the engine's own scheme (fewer nodes and points, the QD+ start from the BAW seed) and a
     # still cheaper one stay well inside the 1e-3 goal
-    import jax
-
     from optrader_pipelines.pricing import _qdfp
 
     engine = american_price(S, K, T, r, q, sig, call)
     assert np.max(np.abs(engine - ref) / ref) < 2e-4 and np.median(np.abs(engine - ref) / ref) < 1e-5
     cheap = _qdfp.Scheme("cheap", nodes=5, fp_points=4, fp_steps=1, price_points=14, halley_steps=6)
     put = np.where(call, K, S), np.where(call, S, K), np.where(call, q, r), np.where(call, r, q)
-    cheap_price = np.asarray(jax.jit(lambda *a: _qdfp.american_put(*a, cheap))(put[0], put[1], T, put[2], put[3], sig))
+    cheap_price = _put_with(cheap, put[0], put[1], T, put[2], put[3], sig)
     cheap_price = np.maximum(cheap_price, bsm_price_numpy(S, K, T, r, q, sig, call))
     assert np.max(np.abs(cheap_price - ref) / ref) < 5e-4
 
@@ -76,8 +83,6 @@ def test_engine_scheme_against_the_method_at_high_precision():
     8 and 96) on harsh random puts (1 day to 3 years, vol 5-100%). Its quadratures are Gauss-Legendre
     in variables where the integrands are smooth (the "smooth" rule); in QuantLib's variables the
     same counts err ten times more, so this also checks that the substitution is what it claims."""
-    import jax
-
     from optrader_pipelines.pricing import _qdfp
 
     rng = np.random.default_rng(12)
@@ -88,8 +93,7 @@ def test_engine_scheme_against_the_method_at_high_precision():
     european = bsm_price_numpy(S, K, T, r, q, sig, put)
 
     def priced(scheme):
-        out = np.asarray(jax.jit(lambda *a: _qdfp.american_put(*a, scheme))(S, K, T, r, q, sig))
-        return np.maximum(out, european)
+        return np.maximum(_put_with(scheme, S, K, T, r, q, sig), european)
 
     high = priced(_qdfp.Scheme("high", 12, 12, 5, 48, 6, start="baw", rule="smooth"))
     material = high >= 1e-4 * S
@@ -115,8 +119,6 @@ def test_engine_plain_step_is_fp_a_at_low_drift_and_fp_b_at_high_drift_blended_s
     (where FP-A's peaked integrands defeat 4 quadrature points), blended between. Checked against
     the method at high precision on low-vol puts (vol 1.5-15%, rates 3-6%) on both sides, and the
     blend for a continuous price and vega across the ramp (an implied vol always exists there)."""
-    import jax
-
     from optrader_pipelines.pricing import _qdfp
 
     rng = np.random.default_rng(3)
@@ -128,7 +130,7 @@ def test_engine_plain_step_is_fp_a_at_low_drift_and_fp_b_at_high_drift_blended_s
     put = np.zeros(n, bool)
 
     def priced(scheme):
-        return np.asarray(jax.jit(lambda *a: _qdfp.american_put(*a, scheme))(S, K, T, r, q, sig))
+        return _put_with(scheme, S, K, T, r, q, sig)
 
     e = _qdfp.ENGINE
     assert e.fp_steps == 2 and e.fp_a_drift == 1.4
