@@ -395,7 +395,8 @@ def boundary(T, r, q, v, scheme=ENGINE, layout: str = "loop"):
         if layout == "chebyshev":
             # N and D divided by D held constant (an identity, derivatives included): at a vol near
             # 0 they are tail probabilities down to 1e-150, and the second derivative of N / D
-            # takes D^-3, which overflowed (NaN volga)
+            # takes D^-3, which overflowed (NaN volga). Only in the Greeks kernel's layout: the
+            # price and IV kernels take no derivatives
             unit = jax.lax.stop_gradient(jnp.where(D > 0.0, 1.0 / D, 1.0))
             N, D = N * unit, D * unit
             pdf_m, pdf_p = pdf_m * unit, pdf_p * unit
